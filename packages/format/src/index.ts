@@ -1,0 +1,1 @@
+export { VERSION } from '@w8a16/quant-core';

@@ -1,0 +1,1 @@
+console.log('llama3-70b');
