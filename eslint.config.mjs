@@ -32,4 +32,9 @@ export default [
     ignores: ['packages/llama3-70b/**', '**/*.test.ts'],
     rules: { 'no-console': 'error' },
   },
+  {
+    // Build and test configuration files import the shared root config by relative path: not a module edge.
+    files: ['**/vitest.config.ts', '**/tsup.config.ts', 'vitest.shared.ts'],
+    rules: { '@nx/enforce-module-boundaries': 'off' },
+  },
 ];
