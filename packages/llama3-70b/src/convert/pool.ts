@@ -1,0 +1,114 @@
+// Runs conversion units on worker threads (one per core by default), or inline when threads = 1
+// or when the compiled worker script is not available (running from TypeScript sources).
+
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { CliError } from '../cli/errors';
+import { UnitRunner, type Unit, type UnitResult } from './units';
+
+export interface UnitExecutor {
+  readonly threads: number;
+  readonly mode: 'workers' | 'inline';
+  run(unit: Unit): Promise<UnitResult>;
+  close(): Promise<void>;
+}
+
+/** The compiled worker sits next to the compiled CLI (tsup entry `convert-worker`). */
+export function workerScriptPath(): string | undefined {
+  const candidate = fileURLToPath(new URL('./convert-worker.js', import.meta.url));
+  return existsSync(candidate) ? candidate : undefined;
+}
+
+class InlineExecutor implements UnitExecutor {
+  readonly threads = 1;
+  readonly mode = 'inline' as const;
+  private readonly runner = new UnitRunner();
+  async run(unit: Unit): Promise<UnitResult> {
+    return this.runner.run(unit);
+  }
+  async close(): Promise<void> {
+    this.runner.close();
+  }
+}
+
+interface Pending {
+  resolve: (r: UnitResult) => void;
+  reject: (e: Error) => void;
+}
+
+class WorkerExecutor implements UnitExecutor {
+  readonly mode = 'workers' as const;
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly queue: { id: number; unit: Unit }[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private readonly busy = new Map<Worker, number>();
+  private nextId = 0;
+  private failed: Error | undefined;
+
+  constructor(
+    script: string,
+    readonly threads: number,
+  ) {
+    for (let i = 0; i < threads; i++) {
+      const w = new Worker(script);
+      w.on('message', (msg: { id: number; result?: UnitResult; error?: { code?: string; message: string; stack?: string } }) => {
+        const p = this.pending.get(msg.id);
+        this.pending.delete(msg.id);
+        this.busy.delete(w);
+        this.idle.push(w);
+        if (p) {
+          if (msg.error) {
+            const err = msg.error.code ? new CliError(msg.error.code, msg.error.message) : new Error(msg.error.stack ?? msg.error.message);
+            p.reject(err);
+          } else {
+            p.resolve(msg.result as UnitResult);
+          }
+        }
+        this.pump();
+      });
+      w.on('error', (err) => this.fail(err));
+      w.on('exit', (code) => {
+        if (code !== 0 && !this.failed) this.fail(new Error(`conversion worker exited with status ${code}`));
+      });
+      this.workers.push(w);
+      this.idle.push(w);
+    }
+  }
+
+  private fail(err: Error): void {
+    this.failed = err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  private pump(): void {
+    while (this.idle.length > 0 && this.queue.length > 0) {
+      const w = this.idle.pop() as Worker;
+      const job = this.queue.shift() as { id: number; unit: Unit };
+      this.busy.set(w, job.id);
+      w.postMessage(job);
+    }
+  }
+
+  run(unit: Unit): Promise<UnitResult> {
+    if (this.failed) return Promise.reject(this.failed);
+    const id = this.nextId++;
+    return new Promise<UnitResult>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.queue.push({ id, unit });
+      this.pump();
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+export function createExecutor(threads: number): UnitExecutor {
+  const script = workerScriptPath();
+  if (threads <= 1 || !script) return new InlineExecutor();
+  return new WorkerExecutor(script, threads);
+}

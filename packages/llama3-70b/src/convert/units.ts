@@ -1,0 +1,163 @@
+// One unit of conversion work: a run of rows of one tensor, read from the source file, turned into
+// output bytes and written at their place in the output file. Runs the same in a worker thread or inline.
+
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import {
+  decodeFloats,
+  encodeFloats,
+  QuantError,
+  quantErrorStats,
+  quantizeRows,
+  roundTo,
+  type ComputeDType,
+  type FloatDType,
+  type QuantErrorStats,
+  type QuantScheme,
+} from '@w8a16/quant-core';
+import { CliError } from '../cli/errors';
+
+/** Bytes of source data per unit: bounds each worker's memory (source + f32 + int8 buffers, ~6x this). */
+export const UNIT_SOURCE_BYTES = 8 * 1024 * 1024;
+
+interface UnitBase {
+  readonly tensor: string;
+  readonly srcPath: string;
+  /** Absolute file offset of the first byte of rowStart. */
+  readonly srcOffset: number;
+  readonly srcDType: FloatDType;
+  readonly rowStart: number;
+  readonly rowCount: number;
+  readonly cols: number;
+  readonly dstPath: string;
+  /** Absolute file offset where this unit's output bytes go. */
+  readonly dstOffset: number;
+}
+
+export interface QuantizeUnit extends UnitBase {
+  readonly kind: 'quantize';
+  readonly compute: ComputeDType;
+  readonly scheme: QuantScheme;
+}
+
+export interface CopyUnit extends UnitBase {
+  readonly kind: 'copy';
+  readonly dstDType: FloatDType;
+}
+
+export type Unit = QuantizeUnit | CopyUnit;
+
+export interface UnitResult {
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly scale?: Float32Array;
+  readonly offset?: Float32Array;
+  readonly stats?: QuantErrorStats;
+}
+
+const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2 };
+const NATIVE_COMPUTE: Record<FloatDType, ComputeDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
+
+/** Reusable buffers and open file descriptors of one thread. */
+export class UnitRunner {
+  private readonly fds = new Map<string, number>();
+  private src = new Uint8Array(0);
+  private f32 = new Float32Array(0);
+  private q = new Int8Array(0);
+  private enc = new Uint8Array(0);
+
+  private fd(path: string, flags: 'r' | 'r+'): number {
+    const key = `${flags}:${path}`;
+    let fd = this.fds.get(key);
+    if (fd === undefined) {
+      fd = openSync(path, flags);
+      this.fds.set(key, fd);
+    }
+    return fd;
+  }
+
+  private readSource(u: Unit): Uint8Array {
+    const n = u.rowCount * u.cols * BYTES[u.srcDType];
+    if (this.src.length < n) this.src = new Uint8Array(n);
+    const buf = this.src.subarray(0, n);
+    const fd = this.fd(u.srcPath, 'r');
+    let done = 0;
+    while (done < n) {
+      const got = readSync(fd, buf, done, n - done, u.srcOffset + done);
+      if (got === 0) {
+        throw new CliError('E_TRUNCATED', `${u.srcPath}: tensor '${u.tensor}' ends early (wanted ${n} bytes at ${u.srcOffset})`);
+      }
+      done += got;
+    }
+    return buf;
+  }
+
+  private decode(u: Unit, bytes: Uint8Array): Float32Array {
+    const n = u.rowCount * u.cols;
+    if (this.f32.length < n) this.f32 = new Float32Array(n);
+    const w = this.f32.subarray(0, n);
+    decodeFloats(w, bytes, u.srcDType);
+    return w;
+  }
+
+  private writeOut(u: Unit, bytes: Uint8Array): void {
+    const fd = this.fd(u.dstPath, 'r+');
+    let done = 0;
+    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, u.dstOffset + done);
+  }
+
+  run(u: Unit): UnitResult {
+    const raw = this.readSource(u);
+    if (u.kind === 'copy') return this.copy(u, raw);
+    const w = this.decode(u, raw);
+    // msModelSlim's NPU path casts the weight to config.torch_dtype first; only needed when it differs.
+    if (u.compute !== NATIVE_COMPUTE[u.srcDType] && u.compute !== 'f32') {
+      for (let i = 0; i < w.length; i++) w[i] = roundTo(w[i], u.compute);
+    }
+    const n = u.rowCount * u.cols;
+    if (this.q.length < n) this.q = new Int8Array(n);
+    const out = { q: this.q.subarray(0, n), scale: new Float32Array(u.rowCount), offset: new Float32Array(u.rowCount) };
+    try {
+      quantizeRows(out, w, u.rowCount, u.cols, { scheme: u.scheme, compute: u.compute });
+    } catch (err) {
+      if (err instanceof QuantError && err.code === 'E_NONFINITE_WEIGHT') {
+        const row = u.rowStart + (err.row ?? 0);
+        throw new CliError('E_NONFINITE_WEIGHT', `${u.srcPath}: tensor '${u.tensor}' has a non-finite value at row ${row}, column ${err.col}`);
+      }
+      throw err;
+    }
+    const stats = quantErrorStats(w, out, u.rowCount, u.cols, u.rowStart);
+    this.writeOut(u, new Uint8Array(out.q.buffer, out.q.byteOffset, n));
+    return { bytesIn: raw.length, bytesOut: n, scale: out.scale, offset: out.offset, stats };
+  }
+
+  private copy(u: CopyUnit, raw: Uint8Array): UnitResult {
+    // Float tensors are copied as they are, but still checked: a NaN or Inf in a checkpoint is a broken input.
+    const w = this.decode(u, raw);
+    for (let i = 0; i < w.length; i++) {
+      if (!Number.isFinite(w[i])) {
+        const row = u.rowStart + Math.floor(i / u.cols);
+        throw new CliError('E_NONFINITE_WEIGHT', `${u.srcPath}: tensor '${u.tensor}' has a non-finite value at row ${row}, column ${i % u.cols}`);
+      }
+    }
+    if (u.dstDType === u.srcDType) {
+      this.writeOut(u, raw);
+      return { bytesIn: raw.length, bytesOut: raw.length };
+    }
+    const n = w.length * BYTES[u.dstDType];
+    if (this.enc.length < n) this.enc = new Uint8Array(n);
+    const bytes = this.enc.subarray(0, n);
+    encodeFloats(bytes, w, u.dstDType);
+    this.writeOut(u, bytes);
+    return { bytesIn: raw.length, bytesOut: n };
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
+}
+
+/** Splits every job's rows into units of at most UNIT_SOURCE_BYTES of source data (at least one row). */
+export function rowsPerUnit(cols: number, dtype: FloatDType, unitBytes = UNIT_SOURCE_BYTES): number {
+  return Math.max(1, Math.floor(unitBytes / (cols * BYTES[dtype])));
+}
