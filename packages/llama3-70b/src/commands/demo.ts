@@ -1,0 +1,131 @@
+// `llama3-70b demo`: the README's main job on the built-in default model: generate it on first use
+// (cached), then convert it with the LLaMA3-70B seed recipe as far as this build supports it.
+
+import { join } from 'node:path';
+import { parseFlags, formatFlagHelp, type FlagSpec } from '../cli/args';
+import { CliError } from '../cli/errors';
+import { formatBytes, formatDuration } from '../cli/format';
+import { ProgressReporter } from '../cli/progress';
+import { convertCheckpoint } from '../convert/convert';
+import { parseConvertArgs } from '../convert/options';
+import { BUILTIN_SEED, ensureBuiltinModel, GENERATOR_SPECS, resolveCacheDir, specWeightBytes } from '../builtin';
+import { formatConvertSummary } from './convert';
+
+/** Where the converted built-in model goes unless --save_directory says otherwise. */
+export const DEMO_OUTPUT_DIR = 'builtin-w8a16';
+
+const DEMO_FLAGS: Readonly<Record<string, FlagSpec>> = {
+  save_directory: { kind: 'string', help: `output directory (default: <cache>/${DEMO_OUTPUT_DIR}; replaced if present)` },
+  threads: { kind: 'int', help: 'conversion worker threads (default: one per core)' },
+  help: { kind: 'switch', help: 'show this help' },
+};
+
+export const DEMO_USAGE = `usage: llama3-70b demo [flags]
+
+Generates the built-in default model on first use (a LLaMA-3-architecture checkpoint with random
+weights, planted outlier channels and the real LLaMA-3 tokenizer; cached in $W8A16_CACHE_DIR, else
+$XDG_CACHE_HOME/w8a16, else ~/.cache/w8a16), then converts it to W8A16 with the LLaMA3-70B recipe:
+asymmetric int8 (--w_sym False), linears of layers 0-4 and lm_head kept float (--disable_preset llama3-70b).
+
+flags:
+${formatFlagHelp(DEMO_FLAGS)}`;
+
+interface DemoContext {
+  readonly cacheDir: string;
+  readonly saveDirectory: string;
+  readonly threads?: number;
+  readonly signal: AbortSignal;
+  /** Set by the model step. */
+  modelDir?: string;
+}
+
+interface DemoStep {
+  readonly title: string;
+  run(ctx: DemoContext): Promise<void>;
+}
+
+const out = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
+
+const builtinModelStep: DemoStep = {
+  title: 'built-in model',
+  async run(ctx) {
+    const spec = GENERATOR_SPECS.builtin;
+    const progress = new ProgressReporter();
+    const started = performance.now();
+    const model = await ensureBuiltinModel({
+      cacheDir: ctx.cacheDir,
+      signal: ctx.signal,
+      onGenerate: (dir) =>
+        out(
+          `  generating ${spec.description}\n  seed ${BUILTIN_SEED}, ${formatBytes(specWeightBytes(spec))} of weights -> ${dir} (first use only)`,
+        ),
+      onProgress: (p) => progress.update({ label: p.tensor, done: p.tensorsDone, total: p.tensorsTotal, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }),
+    });
+    progress.finish();
+    const seconds = (performance.now() - started) / 1000;
+    if (model.generated) out(`  generated in ${formatDuration(seconds)}: ${model.marker.files.map((f) => f.name).join(', ')}`);
+    else out(`  using the cached model ${model.dir} (generated ${model.marker.createdAt}, seed ${model.marker.seed})`);
+    ctx.modelDir = model.dir;
+  },
+};
+
+const convertStep: DemoStep = {
+  title: 'convert to W8A16 (LLaMA3-70B recipe, without calibration)',
+  async run(ctx) {
+    if (!ctx.modelDir) throw new CliError('E_INTERNAL', 'demo: the convert step needs the model step first');
+    // The same flags a user would type, through the same parser, so the printed command reproduces this step.
+    const argv = ['--model_path', ctx.modelDir, '--save_directory', ctx.saveDirectory, '--w_sym', 'False', '--disable_preset', 'llama3-70b', '--force'];
+    if (ctx.threads !== undefined) argv.push('--threads', String(ctx.threads));
+    const opts = parseConvertArgs(argv);
+    if (opts === 'help') throw new CliError('E_INTERNAL', 'demo: unexpected --help in the convert flags');
+    out(`  llama3-70b convert ${argv.join(' ')}`);
+    const progress = new ProgressReporter();
+    const summary = await convertCheckpoint(opts, {
+      signal: ctx.signal,
+      onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+      onProgress: (p) =>
+        progress.update({ label: p.tensor, note: p.kind, done: p.tensorsDone, total: p.tensorsTotal, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }),
+    });
+    progress.finish();
+    out(formatConvertSummary(summary));
+  },
+};
+
+/**
+ * The demo's steps in order. The seed recipe also smooths outliers (--anti_method m3) and calibrates an
+ * int8 KV cache (--use_kvcache_quant True), and the demo should end by running the converted model on
+ * "What's deep learning?"; those steps join this list when the build supports them.
+ */
+const STEPS: readonly DemoStep[] = [builtinModelStep, convertStep];
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const { flags, positionals } = parseFlags(argv, DEMO_FLAGS);
+  if (flags.get('help')) {
+    out(DEMO_USAGE);
+    return 0;
+  }
+  if (positionals.length > 0) throw new CliError('E_USAGE', `demo takes flags only; unexpected argument '${positionals[0]}'`);
+  const threads = flags.get('threads') as number | undefined;
+  if (threads !== undefined && threads < 1) throw new CliError('E_USAGE', `--threads expects at least 1, got ${threads}`);
+  const cacheDir = resolveCacheDir();
+  const abort = new AbortController();
+  const onSigint = (): void => abort.abort();
+  process.once('SIGINT', onSigint);
+  const ctx: DemoContext = {
+    cacheDir,
+    saveDirectory: (flags.get('save_directory') as string | undefined) ?? join(cacheDir, DEMO_OUTPUT_DIR),
+    threads,
+    signal: abort.signal,
+  };
+  try {
+    for (const [i, step] of STEPS.entries()) {
+      out(`[${i + 1}/${STEPS.length}] ${step.title}`);
+      await step.run(ctx);
+    }
+    return 0;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
