@@ -198,7 +198,8 @@ export function roundBf16Fast(x: number): number {
 // ---------------------------------------------------------------------------------------------
 // Bulk decode/encode of little-endian tensor bytes.
 
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** True on little-endian hosts: typed-array views then read little-endian tensor bytes as they are. */
+export const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 function checkDecodeSize(what: string, bytes: number, elements: number, dtype: FloatDType): void {
   const expected = elements * DTYPE_TRAITS[dtype].bytes;

@@ -28,6 +28,14 @@ export {
 } from './dtype';
 export { QuantError, type QuantErrorDetails } from './errors';
 export {
+  FUSED_SUM_REL_TOL,
+  FUSED_SUM_REL_TOL_PER_ELEMENT,
+  fusedQuantBackend,
+  fusedSqnrDbTolerance,
+  quantizeRowsFromBytes,
+  quantizeRowsFromBytesRef,
+} from './fused';
+export {
   ASYM_LEVELS,
   ASYM_Q_MAX,
   ASYM_Q_MIN,

@@ -52,19 +52,19 @@ export function roundHalfEvenRef(x: number): number {
 // ---------------------------------------------------------------------------------------------
 // Argument checks shared by every entry point.
 
-function checkShape(fn: string, rows: number, cols: number): void {
+export function checkShape(fn: string, rows: number, cols: number): void {
   if (!Number.isSafeInteger(rows) || rows < 0 || !Number.isSafeInteger(cols) || cols < 0) {
     throw new QuantError('E_SHAPE', `${fn}: expected non-negative integer rows and cols, found rows=${rows}, cols=${cols}`);
   }
 }
 
-function checkLength(fn: string, name: string, found: number, expected: number): void {
+export function checkLength(fn: string, name: string, found: number, expected: number): void {
   if (found !== expected) {
     throw new QuantError('E_SIZE', `${fn}: expected ${name}.length = ${expected}, found ${found}`);
   }
 }
 
-function checkOptions(fn: string, opts: QuantOptions): void {
+export function checkOptions(fn: string, opts: QuantOptions): void {
   if (opts.scheme !== 'asym' && opts.scheme !== 'sym') {
     throw new QuantError('E_OPTIONS', `${fn}: expected scheme 'asym' or 'sym', found '${String(opts.scheme)}'`);
   }
@@ -82,8 +82,11 @@ function checkQuantizeArgs(fn: string, out: QuantizedRows, w: Float32Array, rows
   checkLength(fn, 'out.offset', out.offset.length, rows);
 }
 
-/** Finds the first weight of row r that is not finite in the compute dtype and builds the error. */
-function nonFiniteError(fn: string, w: Float32Array, r: number, cols: number, c: ComputeDType): QuantError {
+/**
+ * Finds the first weight of row r of w that is not finite in the compute dtype and builds the error.
+ * `reportRow` is the row named in it (the caller's index when w holds only part of its rows).
+ */
+export function nonFiniteError(fn: string, w: Float32Array, r: number, cols: number, c: ComputeDType, reportRow = r): QuantError {
   for (let j = 0; j < cols; j++) {
     const raw = w[r * cols + j];
     const x = roundTo(raw, c);
@@ -91,13 +94,15 @@ function nonFiniteError(fn: string, w: Float32Array, r: number, cols: number, c:
       const why = Number.isFinite(raw) ? ` (${raw} overflows ${c})` : '';
       return new QuantError(
         'E_NONFINITE_WEIGHT',
-        `${fn}: expected finite weights, found ${x}${why} at row ${r}, col ${j} (relative to the array passed in)`,
-        { row: r, col: j },
+        `${fn}: expected finite weights, found ${x}${why} at row ${reportRow}, col ${j} (relative to the array passed in)`,
+        { row: reportRow, col: j },
       );
     }
   }
   // Unreachable when called after a failed finiteness check; kept total for the type checker.
-  return new QuantError('E_NONFINITE_WEIGHT', `${fn}: expected finite weights, found a non-finite value in row ${r}`, { row: r });
+  return new QuantError('E_NONFINITE_WEIGHT', `${fn}: expected finite weights, found a non-finite value in row ${reportRow}`, {
+    row: reportRow,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,39 +52,63 @@ export function quantErrorStats(w: Float32Array, qr: QuantizedRows, rows: number
   checkStatsArgs(w, qr, rows, cols);
   const { q, scale, offset } = qr;
   const st = emptyQuantErrorStats();
-  let finite = 0;
+  const sums = new Float64Array(3);
   for (let r = 0; r < rows; r++) {
-    const s = scale[r];
-    const o = offset[r];
-    let signal = 0;
-    let noise = 0;
-    let rowMax = 0;
-    const end = (r + 1) * cols;
-    for (let i = r * cols; i < end; i++) {
-      const x = w[i];
-      const d = x - Math.fround((q[i] - o) * s);
-      signal += x * x;
-      noise += d * d;
-      const a = Math.abs(d);
-      if (a > rowMax) rowMax = a;
-    }
-    if (rowMax > st.maxAbsError || st.worstRow < 0) {
-      st.maxAbsError = rowMax;
-      st.worstRow = rowBase + r;
-    }
-    const db = sqnrDb(signal, noise);
-    if (db < st.minSqnrDb || st.worstSqnrRow < 0) {
-      st.minSqnrDb = db;
-      st.worstSqnrRow = rowBase + r;
-    }
-    if (Number.isFinite(db)) {
-      st.sumSqnrDb += db;
-      finite++;
-    }
+    rowErrorSums(sums, w, q, scale[r], offset[r], r * cols, cols);
+    accumulateRowStats(st, rowBase + r, sums[0], sums[1], sums[2]);
   }
-  st.rows = rows;
-  st.finiteSqnrRows = finite;
   return st;
+}
+
+/**
+ * out = [max |w - deq|, sum w^2, sum (w - deq)^2] over w[base, base + cols), deq the float32
+ * (q - offset) * scale, sums in f64 in index order (what quantErrorStats reports per row).
+ */
+export function rowErrorSums(
+  out: Float64Array,
+  w: Float32Array,
+  q: Int8Array,
+  s: number,
+  o: number,
+  base: number,
+  cols: number,
+): void {
+  let signal = 0;
+  let noise = 0;
+  let rowMax = 0;
+  const end = base + cols;
+  for (let i = base; i < end; i++) {
+    const x = w[i];
+    const d = x - Math.fround((q[i] - o) * s);
+    signal += x * x;
+    noise += d * d;
+    const a = Math.abs(d);
+    if (a > rowMax) rowMax = a;
+  }
+  out[0] = rowMax;
+  out[1] = signal;
+  out[2] = noise;
+}
+
+/**
+ * Folds the next row (absolute index `row`) into st, as quantErrorStats does row after row: the
+ * first row reaching the max error / min SQNR is kept; rows are counted; finite SQNRs are summed.
+ */
+export function accumulateRowStats(st: QuantErrorStats, row: number, rowMax: number, signal: number, noise: number): void {
+  if (rowMax > st.maxAbsError || st.worstRow < 0) {
+    st.maxAbsError = rowMax;
+    st.worstRow = row;
+  }
+  const db = sqnrDb(signal, noise);
+  if (db < st.minSqnrDb || st.worstSqnrRow < 0) {
+    st.minSqnrDb = db;
+    st.worstSqnrRow = row;
+  }
+  if (Number.isFinite(db)) {
+    st.sumSqnrDb += db;
+    st.finiteSqnrRows = (st.finiteSqnrRows ?? 0) + 1;
+  }
+  st.rows++;
 }
 
 function checkStatsArgs(w: Float32Array, qr: QuantizedRows, rows: number, cols: number): void {

@@ -1,5 +1,7 @@
-// Benchmark of @w8a16/quant-core's hot loop (decode fp16 bytes -> f32, quantize rows) on a seeded
-// 4096x4096 fp16 matrix. Uses the BUILT package: run `npx tsup` in packages/quant-core first.
+// Benchmark of @w8a16/quant-core's hot loops (decode fp16 bytes -> f32, quantize rows, error stats) on a
+// seeded 4096x4096 matrix, and of the fused WebAssembly kernel (quantizeRowsFromBytes) against the JS
+// decode + quantize + stats pipeline it replaces (the named baseline), from F16 and BF16 bytes.
+// Uses the BUILT package: run `npx tsup` in packages/quant-core first.
 // Usage: node tools/bench/quant/bench.mjs [rows] [cols] [repeats]
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -99,3 +101,32 @@ row('decode + quantize f32 asym + stats', tAll);
 console.log(`@w8a16/quant-core bench: ${rows}x${cols} fp16 matrix (seed 42), best of ${repeats}`);
 console.log(`node ${process.version}, ${os.cpus()[0]?.model ?? 'unknown cpu'}, ${os.cpus().length} cores`);
 console.table(results);
+
+// ---------------------------------------------------------------------------------------------
+// Fused kernel: bytes -> q, scale, offset (+ stats), f32 arithmetic, asym, vs the JS pipeline.
+const bf16Bytes = new Uint8Array(2 * n);
+Q.encodeFloats(bf16Bytes, w0, 'BF16');
+const fused = [];
+function fusedRow(name, seconds, baseline) {
+  fused.push({
+    kernel: name,
+    ms: (seconds * 1e3).toFixed(1),
+    'M elem/s': (n / seconds / 1e6).toFixed(0),
+    'GB/s in': ((2 * n) / seconds / 1e9).toFixed(2),
+    'vs baseline': baseline === undefined ? '(baseline)' : `${(baseline / seconds).toFixed(1)}x`,
+  });
+}
+for (const [dtype, bytes] of [['F16', f16Bytes], ['BF16', bf16Bytes]]) {
+  const tJs = time(() => {
+    Q.decodeFloats(w, bytes, dtype);
+    Q.quantizeRows(out, w, rows, cols, f32a);
+    Q.quantErrorStats(w, out, rows, cols);
+  });
+  const tFusedStats = time(() => Q.quantizeRowsFromBytes(out, bytes, dtype, rows, cols, f32a, Q.emptyQuantErrorStats()));
+  const tFused = time(() => Q.quantizeRowsFromBytes(out, bytes, dtype, rows, cols, f32a));
+  fusedRow(`JS decodeFloats + quantizeRows + quantErrorStats, ${dtype}`, tJs);
+  fusedRow(`quantizeRowsFromBytes + stats, ${dtype}`, tFusedStats, tJs);
+  fusedRow(`quantizeRowsFromBytes, no stats, ${dtype}`, tFused, tJs);
+}
+console.log(`\nfused kernel (f32 arithmetic, asym), backend: ${Q.fusedQuantBackend()}; GB/s of ${2 * n / 1e6} MB input`);
+console.table(fused);
