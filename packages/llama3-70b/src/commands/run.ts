@@ -4,12 +4,14 @@
 
 import type { Backend } from '@w8a16/ascend-runtime';
 import { createHostBackend } from '@w8a16/ascend-runtime';
+import { readLlamaConfig } from '@w8a16/format';
 import { formatFlagHelp, parseFlags, type FlagSpec, type ParsedFlags } from '../cli/args';
 import { CliError } from '../cli/errors';
 import { formatBytes } from '../cli/format';
 import { generate, tokensPerSecond, type GenerateResult, type PhaseTiming, type SequenceResult } from '../generate/generate';
 import { LlamaModel } from '../model/llama';
 import { loadLlamaWeights, type LlamaWeights } from '../model/load';
+import { defaultThreadsPerRank, startTensorParallel, type TensorParallelRun } from '../parallel/runtime';
 import { LlamaTokenizer, readGenerationEos, type StreamDecoder } from '../tokenizer/tokenizer';
 
 /** run_pa's defaults (examples/run_pa.py). */
@@ -42,7 +44,8 @@ export const RUN_FLAGS = {
   top_p: { kind: 'number', help: 'sample within the top-p probability mass (1: off)' },
   seed: { kind: 'int', help: 'seed of the sampling stream (default: random, printed)' },
   ignore_eos: { kind: 'switch', help: 'do not stop at eos / <|eot_id|> (benchmarks)' },
-  threads: { kind: 'int', help: 'threads per operation (default: all cores)' },
+  threads: { kind: 'int', help: 'threads per operation, per rank (default: all cores, divided among the ranks)' },
+  world_size: { kind: 'int', help: 'tensor-parallel ranks, one thread each, weights split as ATB-Models does (default 1)' },
   kernels: { kind: 'string', choices: ['native', 'js', 'auto'], help: 'host kernels (default auto: native when built, else js)' },
   device_type: { kind: 'string', choices: ['cpu', 'npu', 'auto'], help: 'device (default auto = cpu in this build)' },
   json: { kind: 'switch', help: 'print one JSON object per prompt per line instead of streaming' },
@@ -75,6 +78,7 @@ export interface RunOptions {
   seed: number | undefined;
   ignoreEos: boolean;
   threads: number | undefined;
+  worldSize: number;
   kernels: 'native' | 'js' | 'auto';
   deviceType: 'cpu' | 'npu' | 'auto';
   json: boolean;
@@ -129,6 +133,7 @@ export function parseRunArgs(argv: readonly string[]): RunOptions | 'help' {
     seed,
     ignoreEos: flags.get('ignore_eos') === true,
     threads: positive(flags, 'threads', undefined),
+    worldSize: positive(flags, 'world_size', 1)!,
     kernels: (flags.get('kernels') as RunOptions['kernels'] | undefined) ?? 'auto',
     deviceType: (flags.get('device_type') as RunOptions['deviceType'] | undefined) ?? 'auto',
     json: flags.get('json') === true,
@@ -140,7 +145,7 @@ function selectBackend(opts: RunOptions): Backend {
     throw new CliError('E_NO_NPU', 'no Ascend backend in this build: --device_type npu is not available (use cpu or auto)');
   }
   return createHostBackend({
-    threads: opts.threads,
+    threads: opts.threads ?? (opts.worldSize > 1 ? defaultThreadsPerRank(opts.worldSize) : undefined),
     kernels: opts.kernels,
     logger: { warn: (m) => process.stderr.write(`${m}\n`), info: (m) => process.stderr.write(`${m}\n`) },
   });
@@ -250,11 +255,12 @@ function jsonLine(s: SequenceResult, r: GenerateResult, tokenizer: LlamaTokenize
   return JSON.stringify(obj);
 }
 
-function summaryLine(r: GenerateResult, backend: Backend, w: LlamaWeights): string {
+function summaryLine(r: GenerateResult, backend: Backend, w: LlamaWeights, worldSize: number): string {
   const f = (p: PhaseTiming) => `${p.tokens} tokens in ${p.seconds.toFixed(3)} s, ${tokensPerSecond(p).toFixed(1)} tokens/s`;
   const kind = w.summary.format === 'w8a16' ? `W8A16 (${w.summary.linearsW8A16} int8 linears)` : 'float';
   const seed = r.seed !== undefined ? `, seed ${r.seed}` : '';
-  return `prefill: ${f(r.prefill)} | decode: ${f(r.decode)} | ${backend.info.name} ${backend.info.kernels}, ${backend.info.threads} thread(s), ${kind}, kv ${w.summary.kvCacheDType}${seed}`;
+  const ranks = worldSize > 1 ? `, ${worldSize} tensor-parallel ranks` : '';
+  return `prefill: ${f(r.prefill)} | decode: ${f(r.decode)} | ${backend.info.name} ${backend.info.kernels}, ${backend.info.threads} thread(s)${ranks}, ${kind}, kv ${w.summary.kvCacheDType}${seed}`;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -266,18 +272,12 @@ export async function main(argv: readonly string[]): Promise<number> {
   const backend = selectBackend(opts);
   let weights: LlamaWeights | undefined;
   let model: LlamaModel | undefined;
+  let tp: TensorParallelRun | undefined;
   try {
     const tokenizer = LlamaTokenizer.fromDir(opts.dir);
     const { ids: prompts, shown } = preparePrompts(opts, tokenizer);
     const t0 = performance.now();
-    weights = loadLlamaWeights(opts.dir, backend, { logger: { warn: (m) => process.stderr.write(`warning: ${m}\n`) } });
-    const c = weights.config;
-    if (!opts.json) {
-      process.stderr.write(
-        `loaded ${opts.dir}: ${weights.summary.format === 'w8a16' ? 'W8A16' : 'float'}, ${c.nLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize}, ` +
-          `${formatBytes(weights.summary.weightBytes)} of weights in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`,
-      );
-    }
+    const c = readLlamaConfig(opts.dir).config;
     const longest = Math.max(...prompts.map((p) => p.length));
     if (longest + opts.maxOutputLength > c.maxPositionEmbeddings) {
       throw new CliError('E_PROMPT_TOO_LONG', `a prompt of ${longest} tokens plus ${opts.maxOutputLength} new ones exceeds max_position_embeddings ${c.maxPositionEmbeddings} of ${opts.dir}`);
@@ -285,14 +285,30 @@ export async function main(argv: readonly string[]): Promise<number> {
     const maxBatch = Math.min(opts.maxBatchSize ?? prompts.length, prompts.length);
     const batchTokens = prompts.map((p) => p.length).sort((a, b) => b - a).slice(0, maxBatch).reduce((a, b) => a + b, 0);
     const maxPrefill = opts.maxPrefillTokens ?? Math.min(batchTokens, DEFAULT_PREFILL_TOKEN_CAP);
-    model = new LlamaModel(weights, backend, {
+    const modelOptions = {
       maxTokensPerStep: Math.max(maxPrefill, maxBatch),
       maxSeqsPerStep: maxBatch,
       maxContext: longest + opts.maxOutputLength,
       blockSize: opts.blockSize,
       numBlocks: opts.numBlocks,
       exhaustedHint: '--num_blocks (or lower --max_batch_size)',
-    });
+    };
+    const logger = { warn: (m: string) => process.stderr.write(`warning: ${m}\n`) };
+    if (opts.worldSize > 1) {
+      tp = await startTensorParallel({ dir: opts.dir, worldSize: opts.worldSize, backend, model: modelOptions, load: { logger }, threadsPerRank: backend.info.threads, kernels: opts.kernels });
+      weights = tp.weights;
+      model = tp.model;
+    } else {
+      weights = loadLlamaWeights(opts.dir, backend, { logger });
+      model = new LlamaModel(weights, backend, modelOptions);
+    }
+    if (!opts.json) {
+      const ranks = opts.worldSize > 1 ? ` (rank 0's share of ${opts.worldSize} ranks)` : '';
+      process.stderr.write(
+        `loaded ${opts.dir}: ${weights.summary.format === 'w8a16' ? 'W8A16' : 'float'}, ${c.nLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize}, ` +
+          `${formatBytes(weights.summary.weightBytes)} of weights${ranks} in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`,
+      );
+    }
     const stopIds = tokenizer ? tokenizer.stopIds(c.eosTokenIds, readGenerationEos(opts.dir)) : [...new Set([...c.eosTokenIds, ...readGenerationEos(opts.dir)])];
     const out = (s: string) => process.stdout.write(s);
     const printer = opts.json ? undefined : new StreamPrinter(shown, tokenizer, out);
@@ -310,12 +326,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (opts.json) {
       for (const s of result.sequences) out(`${jsonLine(s, result, tokenizer, opts.ids ? undefined : shown[s.promptIndex])}\n`);
     } else {
-      out(`${summaryLine(result, backend, weights)}\n`);
+      out(`${summaryLine(result, backend, weights, opts.worldSize)}\n`);
     }
     return 0;
   } finally {
-    model?.dispose();
-    weights?.free();
+    if (tp) await tp.close();
+    else {
+      model?.dispose();
+      weights?.free();
+    }
     backend.dispose();
   }
 }

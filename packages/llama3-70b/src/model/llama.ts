@@ -23,6 +23,11 @@ export interface LlamaModelOptions {
   numBlocks?: number;
   /** Flag quoted when blocks run out (default `--num_blocks`). */
   exhaustedHint?: string;
+  /**
+   * Tensor parallelism (weights loaded with a shard): sums a row-parallel linear's partial output `[T, hidden]` over
+   * the ranks, in place; called after o_proj and after down_proj. Absent: the weights are whole, nothing to sum.
+   */
+  allReduce?: (partial: Tensor) => void;
 }
 
 /** Per-row-count views of the activation buffers and the host arrays of one step shape, made once and reused. */
@@ -31,6 +36,7 @@ interface StepState {
   x: Tensor; // (T, hidden) residual stream
   xb: Tensor; // (T, hidden) normed input of a block
   xb2: Tensor; // (T, hidden) attention / MLP output before the residual add
+  // nHeads, nKvHeads and intermediate are this rank's share under tensor parallelism (weights.shard)
   q: Tensor; // (T, nHeads·headDim)
   k: Tensor; // (T, nKvHeads·headDim)
   v: Tensor; // (T, nKvHeads·headDim)
@@ -58,6 +64,7 @@ export class LlamaModel {
   private readonly base: Record<'x' | 'xb' | 'xb2' | 'q' | 'k' | 'v' | 'att' | 'hb' | 'hb2' | 'last' | 'logits', Tensor>;
   private readonly steps = new Map<number, StepState>();
   private allLogits: Tensor | undefined; // (T, vocab), only when every position's logits are asked for
+  private readonly allReduce: ((partial: Tensor) => void) | undefined;
 
   constructor(weights: LlamaWeights, backend: Backend, options: LlamaModelOptions) {
     const c = weights.config;
@@ -69,6 +76,7 @@ export class LlamaModel {
     this.maxTokensPerStep = options.maxTokensPerStep;
     this.maxSeqsPerStep = options.maxSeqsPerStep;
     this.maxContext = options.maxContext;
+    this.allReduce = options.allReduce;
     const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
     this.maxBlocksPerSeq = blocksForTokens(options.maxContext, blockSize);
     const numBlocks = options.numBlocks ?? this.maxBlocksPerSeq * options.maxSeqsPerStep;
@@ -77,8 +85,10 @@ export class LlamaModel {
 
     const T = options.maxTokensPerStep;
     const S = options.maxSeqsPerStep;
-    const qDim = c.nHeads * c.headDim;
-    const kvDim = c.nKvHeads * c.headDim;
+    const nKvHeads = weights.shard?.nKvHeads ?? c.nKvHeads;
+    const qDim = (weights.shard?.nHeads ?? c.nHeads) * c.headDim;
+    const kvDim = nKvHeads * c.headDim;
+    const intermediate = weights.shard?.intermediateSize ?? c.intermediateSize;
     const alloc = (rows: number, cols: number) => backend.alloc(rows, cols);
     this.base = {
       x: alloc(T, c.hiddenSize),
@@ -88,13 +98,13 @@ export class LlamaModel {
       k: alloc(T, kvDim),
       v: alloc(T, kvDim),
       att: alloc(T, qDim),
-      hb: alloc(T, c.intermediateSize),
-      hb2: alloc(T, c.intermediateSize),
+      hb: alloc(T, intermediate),
+      hb2: alloc(T, intermediate),
       last: alloc(S, c.hiddenSize),
       logits: alloc(S, c.vocabSize),
     };
     this.kv = weights.layers.map((L) =>
-      backend.createKvCache({ numBlocks, blockSize, nKvHeads: c.nKvHeads, headDim: c.headDim, dtype: kvDType, quant: L.kvQuant }),
+      backend.createKvCache({ numBlocks, blockSize, nKvHeads, headDim: c.headDim, dtype: kvDType, quant: L.kvQuant }),
     );
   }
 
@@ -105,6 +115,26 @@ export class LlamaModel {
    * logits of every new token `[T, vocab]`.
    */
   forward(seqIds: ArrayLike<number>, tokens: ArrayLike<number>, queryStart: ArrayLike<number>, allPositions = false): Tensor {
+    const W = this.weights;
+    const c = W.config;
+    const be = this.backend;
+    const st = this.forwardLayers(seqIds, tokens, queryStart);
+    const x = st.x;
+
+    // final norm
+    be.rmsNorm(x, x, W.norm, c.rmsNormEps);
+    if (allPositions) return this.logitsOfEveryRow(x, tokens.length);
+    // last row of each sequence -> lm_head -> logits
+    be.gatherRows(st.last, x, st.lastRows);
+    be.linear(st.logits, st.last, W.lmHead);
+    return st.logits;
+  }
+
+  /**
+   * The cache bookkeeping, embedding and decoder layers of `forward`, without the final norm and lm_head: what a
+   * tensor-parallel rank other than the driver runs (the driver alone picks tokens).
+   */
+  forwardLayers(seqIds: ArrayLike<number>, tokens: ArrayLike<number>, queryStart: ArrayLike<number>): { x: Tensor; last: Tensor; logits: Tensor; lastRows: Int32Array } {
     const W = this.weights;
     const c = W.config;
     const be = this.backend;
@@ -153,6 +183,7 @@ export class LlamaModel {
       be.kvWrite(this.kv[l], k, v, st.slots);
       be.pagedAttention(att, q, this.kv[l], batch);
       be.linear(xb2, att, L.o);
+      this.allReduce?.(xb2);
       // residual
       be.add(x, x, xb2);
       // mlp: rmsnorm -> gate, up -> silu(gate)·up -> down
@@ -161,17 +192,11 @@ export class LlamaModel {
       be.linear(hb2, xb, L.up);
       be.siluMul(hb, hb, hb2);
       be.linear(xb2, hb, L.down);
+      this.allReduce?.(xb2);
       // residual
       be.add(x, x, xb2);
     }
-
-    // final norm
-    be.rmsNorm(x, x, W.norm, c.rmsNormEps);
-    if (allPositions) return this.logitsOfEveryRow(x, T);
-    // last row of each sequence -> lm_head -> logits
-    be.gatherRows(st.last, x, st.lastRows);
-    be.linear(st.logits, st.last, W.lmHead);
-    return st.logits;
+    return st;
   }
 
   /** Frees sequence `seqId`'s cache blocks (its K/V are not cleared; the slots are simply reused). */

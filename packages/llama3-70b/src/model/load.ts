@@ -16,6 +16,7 @@ import type {
 import { computeInvFreq } from '@w8a16/ascend-runtime';
 import { Checkpoint, FormatError, readDescription, readLlamaConfig, type LlamaConfig, type TensorInfo } from '@w8a16/format';
 import { CliError } from '../cli/errors';
+import { linearSplit, readColumnSlice, sliceRows, type LinearRole, type LinearSplit, type TensorParallelShard } from '../parallel/shard';
 
 /** Description values msModelSlim writes for a W8A16 model (spec §4.2). */
 export const DESCRIPTION_VALUES = ['FLOAT', 'W8A16', 'C8'] as const;
@@ -41,6 +42,8 @@ export interface LoadOptions {
    */
   kvCache?: KvCacheChoice;
   logger?: Logger;
+  /** Load only this tensor-parallel rank's part of each layer (parallel/shard.ts); absent = the whole model. */
+  shard?: TensorParallelShard;
 }
 
 export interface LayerWeights {
@@ -82,6 +85,8 @@ export interface LlamaWeights {
   lmHead: LinearWeight;
   rope: RopeTable;
   summary: LoadSummary;
+  /** The tensor-parallel part these layers hold (absent: the whole model). */
+  shard?: TensorParallelShard;
   /** Releases every weight from the backend. */
   free(): void;
 }
@@ -167,6 +172,8 @@ class WeightLoader {
     this.summary.bytesPerToken += embedData.byteLength / c.vocabSize;
 
     const kvQuants = this.kvQuantParams(kvDim);
+    const shard = this.options.shard;
+    const split = (role: LinearRole) => (shard ? linearSplit(shard, role) : undefined);
     const layers: LayerWeights[] = [];
     for (let l = 0; l < c.nLayers; l++) {
       const p = `model.layers.${l}`;
@@ -174,14 +181,14 @@ class WeightLoader {
       const mlpBias = c.mlpBias;
       layers.push({
         inputNorm: this.norm(`${p}.input_layernorm`),
-        q: this.linear(`${p}.self_attn.q_proj`, qDim, c.hiddenSize, attnBias, 'num_attention_heads·head_dim, hidden_size'),
-        k: this.linear(`${p}.self_attn.k_proj`, kvDim, c.hiddenSize, attnBias, 'num_key_value_heads·head_dim, hidden_size'),
-        v: this.linear(`${p}.self_attn.v_proj`, kvDim, c.hiddenSize, attnBias, 'num_key_value_heads·head_dim, hidden_size'),
-        o: this.linear(`${p}.self_attn.o_proj`, c.hiddenSize, qDim, attnBias, 'hidden_size, num_attention_heads·head_dim'),
+        q: this.linear(`${p}.self_attn.q_proj`, qDim, c.hiddenSize, attnBias, 'num_attention_heads·head_dim, hidden_size', split('q')),
+        k: this.linear(`${p}.self_attn.k_proj`, kvDim, c.hiddenSize, attnBias, 'num_key_value_heads·head_dim, hidden_size', split('k')),
+        v: this.linear(`${p}.self_attn.v_proj`, kvDim, c.hiddenSize, attnBias, 'num_key_value_heads·head_dim, hidden_size', split('v')),
+        o: this.linear(`${p}.self_attn.o_proj`, c.hiddenSize, qDim, attnBias, 'hidden_size, num_attention_heads·head_dim', split('o')),
         postNorm: this.norm(`${p}.post_attention_layernorm`),
-        gate: this.linear(`${p}.mlp.gate_proj`, c.intermediateSize, c.hiddenSize, mlpBias, 'intermediate_size, hidden_size'),
-        up: this.linear(`${p}.mlp.up_proj`, c.intermediateSize, c.hiddenSize, mlpBias, 'intermediate_size, hidden_size'),
-        down: this.linear(`${p}.mlp.down_proj`, c.hiddenSize, c.intermediateSize, mlpBias, 'hidden_size, intermediate_size'),
+        gate: this.linear(`${p}.mlp.gate_proj`, c.intermediateSize, c.hiddenSize, mlpBias, 'intermediate_size, hidden_size', split('gate')),
+        up: this.linear(`${p}.mlp.up_proj`, c.intermediateSize, c.hiddenSize, mlpBias, 'intermediate_size, hidden_size', split('up')),
+        down: this.linear(`${p}.mlp.down_proj`, c.hiddenSize, c.intermediateSize, mlpBias, 'hidden_size, intermediate_size', split('down')),
         kvQuant: kvQuants?.[l],
       });
     }
@@ -212,6 +219,7 @@ class WeightLoader {
       lmHead,
       rope,
       summary: this.summary,
+      ...(shard ? { shard } : {}),
       free: () => {
         for (const w of created) be.freeWeight(w);
         created.length = 0;
@@ -313,32 +321,40 @@ class WeightLoader {
     return this.ckpt.readFloat32(name);
   }
 
-  /** A linear `prefix.weight [n, k]`: W8A16 (I8 + weight_scale/weight_offset) or float. */
-  private linear(prefix: string, n: number, k: number, hasBias: boolean, configKeys: string): LinearWeight {
+  /**
+   * A linear `prefix.weight [n, k]`: W8A16 (I8 + weight_scale/weight_offset) or float; with `split`, only this
+   * tensor-parallel rank's rows or columns of it (parallel/shard.ts).
+   */
+  private linear(prefix: string, n: number, k: number, hasBias: boolean, configKeys: string, split?: LinearSplit): LinearWeight {
     const wName = `${prefix}.weight`;
     const info = this.info(wName, configKeys);
     const d = this.described(wName);
-    const bias = this.bias(prefix, n, hasBias);
+    const fullBias = this.bias(prefix, n, hasBias);
+    const bias = !fullBias || !split ? fullBias : split.kind === 'rows' ? fullBias.subarray(split.start, split.start + split.count) : split.withBias ? fullBias : undefined;
+    // rows kept, then the [rows, cols] this rank uploads
+    const rows = split?.kind === 'rows' ? split : { start: 0, count: n };
+    const cols = split?.kind === 'cols' ? split.count : k;
+    const read = (): Uint8Array => (split?.kind === 'cols' ? readColumnSlice(this.ckpt, wName, split.start, split.count) : this.ckpt.readRows(wName, rows.start, rows.count));
     if (info.dtype === 'I8' || d === 'W8A16') {
       if (info.dtype !== 'I8') throw err('E_DESCRIPTION_MISMATCH', `${this.descPath} describes "${wName}" as W8A16, but the file stores it as ${info.dtype} (expected I8)`);
       if (!this.desc) throw err('E_DESCRIPTION_MISMATCH', `${info.file}: "${wName}" is I8 but ${this.ckpt.dir} has no quant_model_description.json saying how to read it`);
       if (d !== undefined && d !== 'W8A16') throw err('E_DESCRIPTION_MISMATCH', `${this.descPath} describes "${wName}" as ${d}, but the file stores it as I8 (expected "W8A16")`);
       this.checkShape(info, [n, k], configKeys);
-      const scale = this.quantParam(`${prefix}.weight_scale`, n);
-      const offset = this.quantParam(`${prefix}.weight_offset`, n);
-      const raw = this.ckpt.readRows(wName, 0, n);
+      const scale = sliceRows(this.quantParam(`${prefix}.weight_scale`, n), 1, rows.start, rows.count);
+      const offset = sliceRows(this.quantParam(`${prefix}.weight_offset`, n), 1, rows.start, rows.count);
+      const raw = read();
       const weight = new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength);
       this.summary.linearsW8A16++;
-      this.summary.weightBytes += raw.byteLength + 8 * n;
-      this.summary.bytesPerToken += raw.byteLength + 8 * n;
-      return this.keep(this.be.createW8A16Linear({ n, k, weight, scale, offset, bias, name: wName }));
+      this.summary.weightBytes += raw.byteLength + 8 * rows.count;
+      this.summary.bytesPerToken += raw.byteLength + 8 * rows.count;
+      return this.keep(this.be.createW8A16Linear({ n: rows.count, k: cols, weight, scale, offset, bias, name: wName }));
     }
     this.floatTensor(wName, [n, k], configKeys);
-    const data = this.ckpt.readRows(wName, 0, n);
+    const data = read();
     this.summary.linearsFloat++;
     this.summary.weightBytes += data.byteLength;
     this.summary.bytesPerToken += data.byteLength;
-    return this.keep(this.be.createFloatLinear({ n, k, dtype: FLOAT_DTYPES[info.dtype], data, bias, name: wName }));
+    return this.keep(this.be.createFloatLinear({ n: rows.count, k: cols, dtype: FLOAT_DTYPES[info.dtype], data, bias, name: wName }));
   }
 
   /** weight_scale / weight_offset `[n, 1]` (msModelSlim) or `[n]`, any float dtype, decoded to f32. */
@@ -372,7 +388,8 @@ class WeightLoader {
         const info = this.info(n, 'the C8 (int8) KV cache');
         if (!(info.dtype in FLOAT_DTYPES)) throw err('E_DTYPE', `${info.file}: tensor "${n}" is ${info.dtype}; expected F32, F16 or BF16`);
         this.checkShape(info, [kvDim], 'num_key_value_heads·head_dim', [kvDim, 1]);
-        return this.ckpt.readFloat32(n);
+        const kv = this.options.shard?.kvRows;
+        return kv ? sliceRows(this.ckpt.readFloat32(n), 1, kv.start, kv.count) : this.ckpt.readFloat32(n);
       });
       out.push({ kScale: ks, kOffset: ko, vScale: vs, vOffset: vo });
     }
