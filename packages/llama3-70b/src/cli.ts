@@ -5,6 +5,10 @@ import { describeError, EXIT_USAGE } from './cli/errors';
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(argv: readonly string[]): Promise<number> }> }> = {
   convert: { summary: 'quantize a Hugging Face LLaMA checkpoint to W8A16 (msModelSlim layout)', load: () => import('./commands/convert') },
   run: { summary: 'generate text from a W8A16 (or float) checkpoint with paged attention (run_pa flags)', load: () => import('./commands/run') },
+  eval: {
+    summary: 'compare converted checkpoints with their float source: top-1, KL, perplexity (table, JSON, HTML)',
+    load: () => import('./commands/eval'),
+  },
   demo: { summary: 'generate the built-in model (first use), convert it, and show the result', load: () => import('./commands/demo') },
 };
 
