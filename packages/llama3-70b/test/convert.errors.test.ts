@@ -191,9 +191,18 @@ describe('convert rejects bad input', () => {
   it('combinations this build cannot do fail at once', () => {
     const { src, out } = freshDirs();
     writeTinyModel(src);
-    for (const extra of [['--anti_method', 'm3'], ['--use_kvcache_quant', 'True'], ['--a_bit', '8'], ['--w_bit', '4']]) {
+    for (const extra of [['--anti_method', 'm1'], ['--a_bit', '8'], ['--w_bit', '4'], ['--use_fa_quant', 'True']]) {
       expectFailure(src, out, 'E_UNSUPPORTED', new RegExp(extra[0]), extra);
     }
+  });
+
+  it('m3 and C8 without calibration data are usage errors that say what to add', () => {
+    const { src, out } = freshDirs();
+    writeTinyModel(src);
+    for (const extra of [['--anti_method', 'm3'], ['--use_kvcache_quant', 'True']]) {
+      expectFailure(src, out, 'E_USAGE', new RegExp(`${extra[0]}.*--calib_file.*--calib_texts`), extra);
+    }
+    expectFailure(src, out, 'E_USAGE', /--kv_sym only applies with --use_kvcache_quant True/, ['--kv_sym', 'False']);
   });
 
   it('a --disable_names entry that matches nothing is a warning, not an error', () => {

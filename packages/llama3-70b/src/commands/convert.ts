@@ -10,7 +10,8 @@ export const CONVERT_USAGE = `usage: llama3-70b convert --model_path DIR --save_
 
 Quantizes every linear layer of a LLaMA checkpoint to int8 per output channel (W8A16) and writes
 the directory msModelSlim writes: quant_model_weight_w8a16.safetensors (or shards + index),
-quant_model_description.json, config.json and the tokenizer files.
+quant_model_description.json, config.json and the tokenizer files. With --anti_method m3 and/or
+--use_kvcache_quant True it first runs the float model over the calibration data, layer by layer.
 
 flags:
 ${formatFlagHelp(CONVERT_FLAGS)}`;
@@ -28,6 +29,18 @@ export function formatConvertSummary(s: ConvertSummary): string {
   if (s.minSqnrDb) {
     const mean = s.meanSqnrDb !== undefined ? `; mean over rows ${s.meanSqnrDb.toFixed(1)} dB` : '';
     lines.push(`  SQNR         worst ${s.minSqnrDb.value.toFixed(1)} dB in ${s.minSqnrDb.tensor} row ${s.minSqnrDb.row}${mean}`);
+  }
+  const cal = s.calibration;
+  if (cal) {
+    lines.push(
+      `  calibration  ${cal.samples} sample${cal.samples === 1 ? '' : 's'}, ${cal.tokens} tokens; forward ${formatDuration(cal.forwardSeconds)}, with m3 searches ${formatDuration(cal.seconds)}`,
+    );
+    // One line per 8 layers: "m3 ratios    L0 0.20/0.30  L1 0.35/0.15 ..." (qkv/gateup).
+    const byLayer = new Map<number, string[]>();
+    for (const c of cal.m3) byLayer.set(c.layer, [...(byLayer.get(c.layer) ?? []), c.ratio.toFixed(2)]);
+    const cells = [...byLayer].map(([l, r]) => `L${l} ${r.join('/')}`);
+    for (let i = 0; i < cells.length; i += 8) lines.push(`  ${i === 0 ? 'm3 qkv/gateup' : '             '} ${cells.slice(i, i + 8).join('  ')}`);
+    if (cal.kvLayers > 0) lines.push(`  C8           ${cal.kvLayers} layers, ${cal.kvSym === false ? 'asymmetric' : 'symmetric'} k/v scales`);
   }
   lines.push(`  time         ${formatDuration(s.seconds)} (${formatRate(s.bytesIn, s.seconds)} in, ${s.threads} thread${s.threads === 1 ? '' : 's'})`);
   lines.push(`  files        ${s.files.join(', ')}`);
@@ -49,6 +62,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const summary = await convertCheckpoint(opts, {
       signal: abort.signal,
       onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+      onCalibrate: (p) => process.stderr.write(`calibration: layer ${p.layersDone}/${p.layers} forward pass done\n`),
       onProgress: (p) =>
         progress.update({ label: p.tensor, note: p.kind, done: p.tensorsDone, total: p.tensorsTotal, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }),
     });

@@ -1,6 +1,8 @@
 // `convert`: a Hugging Face LLaMA checkpoint in, an msModelSlim-layout W8A16 directory out.
 // Streams tensor by tensor in row chunks; writes into a temporary directory beside the target and
 // renames it into place only when everything is written, so an interrupted run leaves nothing that looks complete.
+// With m3 / C8 a calibration runs alongside (calibrate/collect.ts): a tensor that needs its layer's scales waits
+// for that layer only, so conversion of early layers overlaps calibration of later ones.
 
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -14,11 +16,15 @@ import {
   SafetensorsWriter,
   serializeDescription,
 } from '@w8a16/format';
+import { createHostBackend, type Backend } from '@w8a16/ascend-runtime';
 import { emptyQuantErrorStats, meanSqnrDb, mergeQuantErrorStats, type FloatDType, type QuantErrorStats } from '@w8a16/quant-core';
+import { calibSamplesFromTexts, calibTokenizer, capCalibSamples, readCalibFile, type CalibSample, type CalibTokenizer } from '../calibrate/calib-data';
+import { startCalibration, type CalibrationProgress, type CalibrationResult, type CalibrationRun } from '../calibrate/collect';
 import { CliError } from '../cli/errors';
-import { buildConvertPlan, type TensorJob } from './plan';
+import { LlamaTokenizer, TOKENIZER_FILE } from '../tokenizer/tokenizer';
+import { buildConvertPlan, type CalibJob, type TensorJob } from './plan';
 import { createExecutor } from './pool';
-import { rowsPerUnit, type Unit, type UnitResult } from './units';
+import { rowsPerUnit, type M3SearchUnit, type Unit, type UnitResult, type UnitSmoothing } from './units';
 
 export const WEIGHT_BASE_NAME = 'quant_model_weight_w8a16';
 /** msModelSlim's --part_file_size is in GiB (BufferedSafetensorsWriter multiplies by 1024**3). */
@@ -39,6 +45,20 @@ export interface ConvertOptions {
   readonly partFileSize?: number;
   readonly force: boolean;
   readonly threads?: number;
+  /** `m3`: msModelSlim's AWQ-style smoothing (needs calibration data). */
+  readonly antiMethod?: 'm3';
+  /** C8: calibrate an int8 KV cache (needs calibration data). */
+  readonly kvCache?: boolean;
+  /** C8 symmetry: true (msModelSlim's default, offsets 0) or false (asymmetric). */
+  readonly kvSym?: boolean;
+  /** JSON Lines calibration file (`inputs_pretokenized` or `input_ids` per line). */
+  readonly calibFile?: string;
+  /** Calibration texts given inline. */
+  readonly calibTexts?: readonly string[];
+  /** `--tokenizer_args` (see calibTokenizer for the keys that matter). */
+  readonly tokenizerArgs?: Readonly<Record<string, unknown>>;
+  /** Also write the calibration's choices (m3 ratios and losses, KV ranges) as JSON to this file. */
+  readonly calibReport?: string;
 }
 
 export interface ConvertProgress {
@@ -47,7 +67,27 @@ export interface ConvertProgress {
   readonly tensorsTotal: number;
   readonly bytesDone: number;
   readonly bytesTotal: number;
-  readonly kind: 'W8A16' | 'FLOAT';
+  readonly kind: 'W8A16' | 'FLOAT' | 'C8';
+}
+
+export interface M3ChoiceSummary {
+  readonly layer: number;
+  readonly subgraph: 'qkv' | 'gateup';
+  readonly ratio: number;
+  readonly gridIndex: number;
+  readonly losses: number[];
+}
+
+export interface CalibrationSummary {
+  readonly samples: number;
+  readonly tokens: number;
+  readonly forwardSeconds: number;
+  readonly seconds: number;
+  /** Every m3 group's chosen ratio, layer by layer (qkv then gateup). */
+  readonly m3: M3ChoiceSummary[];
+  /** Layers with C8 scales. */
+  readonly kvLayers: number;
+  readonly kvSym?: boolean;
 }
 
 export interface WorstRow {
@@ -72,11 +112,14 @@ export interface ConvertSummary {
   readonly maxAbsError?: WorstRow;
   readonly minSqnrDb?: WorstRow;
   readonly meanSqnrDb?: number;
+  readonly calibration?: CalibrationSummary;
   readonly warnings: string[];
 }
 
 export interface ConvertHooks {
   readonly onProgress?: (p: ConvertProgress) => void;
+  /** After each layer's calibration forward pass (its m3 searches may still be running). */
+  readonly onCalibrate?: (p: CalibrationProgress) => void;
   readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
 }
@@ -118,9 +161,30 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
   let writer: SafetensorsWriter | undefined;
   const threads = Math.max(1, opts.threads ?? availableParallelism());
   const executor = createExecutor(threads);
+  let backend: Backend | undefined;
+  let calib: CalibrationRun | undefined;
+  // Stops the calibration when the conversion fails or the user interrupts (it checks between samples).
+  const calibAbort = new AbortController();
+  const onAbort = () => calibAbort.abort();
+  hooks.signal?.addEventListener('abort', onAbort);
   try {
-    const plan = buildConvertPlan(ckpt.tensors, config, opts, source);
+    const m3 = opts.antiMethod === 'm3';
+    const kvCache = opts.kvCache === true;
+    const plan = buildConvertPlan(ckpt.tensors, config, { ...opts, m3, kvCache }, source);
     for (const w of plan.warnings) hooks.onWarning?.(w);
+    if (m3 || kvCache) {
+      const samples = loadCalibSamples(opts, source, config.vocabSize, (m) => hooks.onWarning?.(m));
+      backend = createHostBackend({ threads, kernels: 'auto', logger: { warn: (m) => hooks.onWarning?.(m) } });
+      calib = startCalibration(ckpt, config, samples, {
+        backend,
+        m3: m3 ? { scheme: plan.scheme, compute: plan.compute } : undefined,
+        kv: kvCache ? { sym: opts.kvSym ?? true } : undefined,
+        runUnit: (u: M3SearchUnit) => executor.run(u),
+        onLayer: hooks.onCalibrate,
+        signal: calibAbort.signal,
+      });
+    }
+    const calibration = calib;
     const outPlan = planSafetensors(plan.tensors, {
       baseName: WEIGHT_BASE_NAME,
       partFileSizeBytes: opts.partFileSize === undefined ? undefined : Math.max(1, Math.round(opts.partFileSize * PART_FILE_UNIT_BYTES)),
@@ -130,14 +194,31 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
     writer = SafetensorsWriter.create(tmp, outPlan);
     const w = writer;
 
-    const bytesTotal = plan.jobs.reduce((s, j) => s + j.source.byteLength, 0);
+    const bytesTotal = plan.jobs.reduce((s, j) => s + (j.kind === 'calib' ? 0 : j.source.byteLength), 0);
     let bytesDone = 0;
     let tensorsDone = 0;
     let stats: QuantErrorStats = emptyQuantErrorStats();
     let maxAbsError: WorstRow | undefined;
     let minSqnrDb: WorstRow | undefined;
 
+    const done = (target: string, kind: ConvertProgress['kind']) => {
+      tensorsDone++;
+      hooks.onProgress?.({ tensor: target, tensorsDone, tensorsTotal: plan.jobs.length, bytesDone, bytesTotal, kind });
+    };
+
     const runJob = async (job: TensorJob): Promise<void> => {
+      if (job.kind === 'calib') {
+        w.write(job.target, await calibTensorBytes(job, calibration));
+        done(job.target, job.value.kind === 'kv' ? 'C8' : 'FLOAT');
+        return;
+      }
+      let smooth: UnitSmoothing | undefined;
+      if (job.smooth) {
+        if (!calibration) throw new CliError('E_INTERNAL', `${job.source.name} needs m3 scales but no calibration ran`);
+        const choice = (await calibration.layer(job.smooth.layer))[job.smooth.subgraph];
+        if (!choice) throw new CliError('E_INTERNAL', `calibration of layer ${job.smooth.layer} has no m3 ${job.smooth.subgraph} choice`);
+        smooth = { op: job.kind === 'quantize' ? 'mul-cols' : job.smooth.op, s: choice.scales, compute: plan.compute };
+      }
       const srcDType = job.source.dtype as FloatDType;
       const rowBytes = job.cols * BYTES[srcDType];
       const per = rowsPerUnit(job.cols, srcDType);
@@ -160,8 +241,8 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
         };
         const unit: Unit =
           job.kind === 'quantize'
-            ? { ...base, kind: 'quantize', compute: plan.compute, scheme: plan.scheme }
-            : { ...base, kind: 'copy', dstDType: job.targetDType };
+            ? { ...base, kind: 'quantize', compute: plan.compute, scheme: plan.scheme, ...(smooth ? { smooth } : {}) }
+            : { ...base, kind: 'copy', dstDType: job.targetDType, ...(smooth ? { smooth } : {}) };
         units.push(
           executor.run(unit).then((r) => {
             if (hooks.signal?.aborted) throw new CliError('E_INTERRUPTED', 'conversion interrupted');
@@ -191,15 +272,7 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
         }
         stats = mergeQuantErrorStats(stats, jobStats);
       }
-      tensorsDone++;
-      hooks.onProgress?.({
-        tensor: target,
-        tensorsDone,
-        tensorsTotal: plan.jobs.length,
-        bytesDone,
-        bytesTotal,
-        kind: job.kind === 'quantize' ? 'W8A16' : 'FLOAT',
-      });
+      done(target, job.kind === 'quantize' ? 'W8A16' : 'FLOAT');
     };
 
     // A small window of tensors in flight keeps every worker busy across tensor boundaries
@@ -213,6 +286,8 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
       if (inFlight.size >= window) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
+    const calibResult = calibration ? await calibration.done : undefined;
+    if (calibResult && opts.calibReport) writeFileSync(opts.calibReport, `${JSON.stringify(calibReportJson(calibResult, opts), null, 2)}\n`);
 
     const written = writer.finish();
     writer = undefined;
@@ -221,6 +296,13 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
     const topLevel: [string, string][] = [
       ['version', '1.0.0'],
       ['model_quant_type', 'W8A16'],
+      // llm_ptq_utils.py::change_kvcache_type adds both, right after model_quant_type (spec §4.2).
+      ...(kvCache
+        ? ([
+            ['kv_cache_type', 'C8'],
+            ['kv_quant_type', 'C8'],
+          ] as [string, string][])
+        : []),
     ];
     writeFileSync(descPath, serializeDescription([...topLevel, ...plan.description]), { mode: DESCRIPTION_FILE_MODE });
     const aux = copyAuxiliaryFiles(source, tmp);
@@ -254,12 +336,89 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
       maxAbsError,
       minSqnrDb,
       meanSqnrDb: meanDb,
+      calibration: calibResult ? calibrationSummary(calibResult, opts) : undefined,
       warnings: plan.warnings,
     };
   } finally {
     writer?.abort();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
+    // A failed conversion must not leave the calibration running against a closed checkpoint.
+    calibAbort.abort();
+    hooks.signal?.removeEventListener('abort', onAbort);
+    if (calib) await calib.done.catch(() => undefined);
+    backend?.dispose();
     ckpt.close();
     await executor.close();
   }
+}
+
+/** The calibration samples of --calib_file / --calib_texts, tokenized with the checkpoint's tokenizer when needed. */
+function loadCalibSamples(opts: ConvertOptions, source: string, vocabSize: number, warn: (m: string) => void): CalibSample[] {
+  // Built on first use only: a file of input_ids never pays for loading a 128k-entry tokenizer.
+  let tokenizer: CalibTokenizer | undefined;
+  if (existsSync(join(source, TOKENIZER_FILE))) {
+    let real: CalibTokenizer | undefined;
+    tokenizer = {
+      encode: (text) => {
+        real ??= calibTokenizer(LlamaTokenizer.fromDir(source) as LlamaTokenizer, opts.tokenizerArgs ?? {}, warn);
+        return real.encode(text);
+      },
+    };
+  }
+  const samples: CalibSample[] = [];
+  if (opts.calibFile) samples.push(...readCalibFile(opts.calibFile, vocabSize, tokenizer));
+  if (opts.calibTexts) samples.push(...calibSamplesFromTexts(opts.calibTexts, vocabSize, tokenizer));
+  if (samples.length === 0) throw new CliError('E_USAGE', 'calibration needs data: give --calib_file or --calib_texts');
+  return capCalibSamples(samples, warn);
+}
+
+/** Bytes of a tensor made by calibration (F32): a zero NormBias, or one layer's C8 scale / offset. */
+async function calibTensorBytes(job: CalibJob, calibration: CalibrationRun | undefined): Promise<Uint8Array> {
+  const v = job.value;
+  if (v.kind === 'zeros') return new Uint8Array(4 * v.count);
+  if (!calibration) throw new CliError('E_INTERNAL', `${job.target} needs KV statistics but no calibration ran`);
+  const stats = (await calibration.layer(v.layer))[v.proj];
+  if (!stats) throw new CliError('E_INTERNAL', `calibration of layer ${v.layer} has no ${v.proj}_proj statistics`);
+  const data = v.field === 'scale' ? stats.scale : stats.offset;
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+function calibrationSummary(r: CalibrationResult, opts: ConvertOptions): CalibrationSummary {
+  const m3: M3ChoiceSummary[] = [];
+  for (const l of r.layers) {
+    for (const c of [l.qkv, l.gateup]) if (c) m3.push({ layer: c.layer, subgraph: c.subgraph, ratio: c.ratio, gridIndex: c.gridIndex, losses: c.losses });
+  }
+  const kvLayers = r.layers.filter((l) => l.k && l.v).length;
+  return {
+    samples: r.samples,
+    tokens: r.tokens,
+    forwardSeconds: r.forwardSeconds,
+    seconds: r.seconds,
+    m3,
+    kvLayers,
+    ...(kvLayers > 0 ? { kvSym: opts.kvSym ?? true } : {}),
+  };
+}
+
+/** --calib_report: m3 choices in m3-choices.json's vocabulary, and each layer's observed K / V ranges. */
+function calibReportJson(r: CalibrationResult, opts: ConvertOptions): unknown {
+  const m3 = r.layers.flatMap((l) =>
+    [l.qkv, l.gateup]
+      .filter((c) => c !== undefined)
+      .map((c) => ({ layer: c.layer, subgraph: c.subgraph, norm: c.norm, linears: c.linears, ratio: c.ratio, grid_index: c.gridIndex, grid_losses: c.losses })),
+  );
+  const range = (a: Float32Array) => [Math.min(...a), Math.max(...a)];
+  const kv = r.layers
+    .filter((l) => l.k && l.v)
+    .map((l) => ({ layer: l.layer, k_min: range(l.k!.min)[0], k_max: range(l.k!.max)[1], v_min: range(l.v!.min)[0], v_max: range(l.v!.max)[1] }));
+  return {
+    samples: r.samples,
+    tokens: r.tokens,
+    forward_seconds: r.forwardSeconds,
+    seconds: r.seconds,
+    anti_method: opts.antiMethod ?? null,
+    kv_sym: opts.kvCache ? (opts.kvSym ?? true) : null,
+    m3,
+    kv,
+  };
 }

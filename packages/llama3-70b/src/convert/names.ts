@@ -47,6 +47,18 @@ export function llamaModules(c: LlamaConfig): ModuleEntry[] {
   return out;
 }
 
+/** Where a module sits in msModelSlim's m3 groups for LLaMA (spec §2.2): `input_layernorm → q, k, v` and
+ * `post_attention_layernorm → gate, up`. Undefined for every other module (o, down, lm_head, model.norm, ...). */
+export function m3RoleOf(module: string): { layer: number; subgraph: 'qkv' | 'gateup'; role: 'linear' | 'norm' } | undefined {
+  const m = /^model\.layers\.(\d+)\.(self_attn\.[qkv]_proj|mlp\.gate_proj|mlp\.up_proj|input_layernorm|post_attention_layernorm)$/.exec(module);
+  if (!m) return undefined;
+  const layer = Number(m[1]);
+  const part = m[2];
+  if (part === 'input_layernorm') return { layer, subgraph: 'qkv', role: 'norm' };
+  if (part === 'post_attention_layernorm') return { layer, subgraph: 'gateup', role: 'norm' };
+  return { layer, subgraph: part.startsWith('self_attn') ? 'qkv' : 'gateup', role: 'linear' };
+}
+
 /** Buffers some older checkpoints carry that transformers ignores on load (msModelSlim never sees them). */
 export const IGNORED_TENSOR_PATTERN = /\.rotary_emb\.inv_freq$/;
 

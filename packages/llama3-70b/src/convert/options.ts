@@ -21,9 +21,11 @@ export const CONVERT_FLAGS: Readonly<Record<string, FlagSpec>> = {
   part_file_size: { kind: 'number', help: 'shard the weights: GiB per file (msModelSlim semantics)' },
   calib_file: { kind: 'string', help: 'JSON Lines calibration data (needed by --anti_method m3 and --use_kvcache_quant)' },
   calib_texts: { kind: 'list', help: 'calibration texts given inline' },
-  anti_method: { kind: 'string', help: "anti-outlier method: '' (none) or m3" },
+  anti_method: { kind: 'string', help: "anti-outlier method: '' (none) or m3 (AWQ-style smoothing; needs --calib_file or --calib_texts)" },
   act_method: { kind: 'int', help: 'activation observer 1|2|3 (no effect on W8A16, as in msModelSlim)' },
-  use_kvcache_quant: { kind: 'bool', help: 'calibrate an int8 KV cache (C8)' },
+  use_kvcache_quant: { kind: 'bool', help: 'calibrate an int8 KV cache (C8; needs --calib_file or --calib_texts)' },
+  kv_sym: { kind: 'bool', help: 'C8 scales symmetric, offsets 0 (default True, as msModelSlim) or asymmetric (False); not a quantifier.py flag' },
+  calib_report: { kind: 'string', help: 'also write the calibration choices (m3 ratios and grid losses, K/V ranges) as JSON to this file' },
   tokenizer_args: { kind: 'string', help: 'JSON object of tokenizer options for calibration, e.g. {"padding_side":"left"}' },
   use_fa_quant: { kind: 'bool', help: 'FA3 attention quantization (not supported)' },
   fa_amp: { kind: 'int', help: 'FA quant amplification (only with --use_fa_quant)' },
@@ -63,30 +65,30 @@ export function convertOptionsFromFlags(flags: ParsedFlags): ConvertOptions {
   if (aBit !== 16) {
     throw new CliError('E_UNSUPPORTED', `--a_bit ${aBit}: this build makes W8A16 checkpoints only (activations stay 16-bit); W8A8 is not supported`);
   }
-  const anti = get(flags, 'anti_method', '');
-  if (anti !== '') {
-    throw new CliError(
-      'E_UNSUPPORTED',
-      anti === 'm3'
-        ? '--anti_method m3 (AWQ outlier smoothing) is not implemented in this build yet; convert without it for plain round-to-nearest W8A16'
-        : `--anti_method ${anti}: msModelSlim allows only m3 with --a_bit 16`,
-    );
+  const anti = get<string>(flags, 'anti_method', '');
+  if (anti !== '' && anti !== 'm3') throw new CliError('E_UNSUPPORTED', `--anti_method ${anti}: msModelSlim allows only m3 with --a_bit 16`);
+  const kvCache = get(flags, 'use_kvcache_quant', false);
+  const calibFile = get<string | undefined>(flags, 'calib_file', undefined);
+  const calibTexts = get<string[] | undefined>(flags, 'calib_texts', undefined);
+  if ((anti === 'm3' || kvCache) && !calibFile && !calibTexts) {
+    const what = anti === 'm3' ? '--anti_method m3' : '--use_kvcache_quant True';
+    throw new CliError('E_USAGE', `${what} needs calibration data: give --calib_file FILE.jsonl or --calib_texts TEXT [TEXT ...]`);
   }
-  if (get(flags, 'use_kvcache_quant', false)) {
-    throw new CliError('E_UNSUPPORTED', '--use_kvcache_quant True (int8 KV cache calibration) is not implemented in this build yet');
-  }
+  if (flags.has('kv_sym') && !kvCache) throw new CliError('E_USAGE', '--kv_sym only applies with --use_kvcache_quant True');
   if (get(flags, 'use_fa_quant', false)) throw new CliError('E_UNSUPPORTED', '--use_fa_quant True is not supported (W8A16 only)');
   if (get(flags, 'use_reduce_quant', false)) throw new CliError('E_UNSUPPORTED', '--use_reduce_quant True is not supported (W8A16 only)');
   const level = get(flags, 'disable_level', 'L0');
   if (level !== 'L0') throw new CliError('E_UNSUPPORTED', `--disable_level ${level}: W8A16 supports only manual rollback (L0, use --disable_names)`);
   const act = get(flags, 'act_method', 1);
   if (![1, 2, 3].includes(act)) throw new CliError('E_USAGE', `--act_method expects 1, 2 or 3, got ${act}`);
-  const tokenizerArgs = get(flags, 'tokenizer_args', '{}');
+  const tokenizerArgsText = get(flags, 'tokenizer_args', '{}');
+  let tokenizerArgs: Record<string, unknown>;
   try {
-    const v: unknown = JSON.parse(tokenizerArgs);
+    const v: unknown = JSON.parse(tokenizerArgsText);
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
+    tokenizerArgs = v as Record<string, unknown>;
   } catch {
-    throw new CliError('E_USAGE', `--tokenizer_args expects a JSON object, got '${tokenizerArgs}'`);
+    throw new CliError('E_USAGE', `--tokenizer_args expects a JSON object, got '${tokenizerArgsText}'`);
   }
   const part = get<number | undefined>(flags, 'part_file_size', undefined);
   if (part !== undefined && !(part > 0)) throw new CliError('E_USAGE', `--part_file_size expects a positive size in GiB, got ${part}`);
@@ -105,6 +107,12 @@ export function convertOptionsFromFlags(flags: ParsedFlags): ConvertOptions {
     partFileSize: part,
     force: get(flags, 'force', false),
     threads,
+    ...(anti === 'm3' ? { antiMethod: 'm3' as const } : {}),
+    ...(kvCache ? { kvCache: true, kvSym: get(flags, 'kv_sym', true) } : {}),
+    ...(calibFile ? { calibFile } : {}),
+    ...(calibTexts ? { calibTexts } : {}),
+    tokenizerArgs,
+    ...(flags.has('calib_report') ? { calibReport: get<string>(flags, 'calib_report', '') } : {}),
   };
 }
 

@@ -4,7 +4,13 @@
 import type { LlamaConfig, PlannedTensor, TensorInfo } from '@w8a16/format';
 import { isFloatDType, type ComputeDType, type FloatDType, type QuantScheme } from '@w8a16/quant-core';
 import { CliError } from '../cli/errors';
-import { IGNORED_TENSOR_PATTERN, llamaModules } from './names';
+import { IGNORED_TENSOR_PATTERN, llamaModules, m3RoleOf } from './names';
+
+/** The m3 group whose scales smooth a tensor (known only after calibration). */
+export interface SmoothRef {
+  readonly layer: number;
+  readonly subgraph: 'qkv' | 'gateup';
+}
 
 export interface QuantizeJob {
   readonly kind: 'quantize';
@@ -15,6 +21,8 @@ export interface QuantizeJob {
   readonly weight: string;
   readonly scale: string;
   readonly offset: string;
+  /** m3: multiply column j by the group's s[j] before quantizing. */
+  readonly smooth?: SmoothRef;
 }
 
 export interface CopyJob {
@@ -25,9 +33,20 @@ export interface CopyJob {
   readonly rows: number;
   /** Elements per row (1 for a 1-D tensor, whose "rows" are its elements). */
   readonly cols: number;
+  /** m3: a disabled linear's columns times s (`mul-cols`), or a norm weight divided by s (`div`). */
+  readonly smooth?: SmoothRef & { readonly op: 'mul-cols' | 'div' };
 }
 
-export type TensorJob = QuantizeJob | CopyJob;
+/** A tensor made by calibration, not read from the source: a zero NormBias, or a C8 KV scale / offset. */
+export interface CalibJob {
+  readonly kind: 'calib';
+  readonly target: string;
+  readonly value:
+    | { readonly kind: 'zeros'; readonly count: number }
+    | { readonly kind: 'kv'; readonly layer: number; readonly proj: 'k' | 'v'; readonly field: 'scale' | 'offset' };
+}
+
+export type TensorJob = QuantizeJob | CopyJob | CalibJob;
 
 export interface ConvertPlan {
   readonly tensors: PlannedTensor[];
@@ -45,7 +64,16 @@ export interface PlanOptions {
   readonly disableLastLinear: boolean;
   readonly wSym: boolean;
   readonly deviceType: 'cpu' | 'npu';
+  /** m3 smoothing (spec §2.4): q/k/v/gate/up and their norms smoothed, a zero `<norm>.bias` after every RMSNorm. */
+  readonly m3?: boolean;
+  /** C8 (spec §3.3): `k_proj` / `v_proj` `.kv_cache_scale` / `.kv_cache_offset` before their weights. */
+  readonly kvCache?: boolean;
 }
+
+/** msModelSlim's NormBias: an all-zero float32 bias beside every RMSNorm weight (spec §2.2). */
+const NORM_BIAS_DTYPE: FloatDType = 'F32';
+/** C8 scales and offsets as the CPU path stores them (F32; the weight_scale tensors are F32 here too). */
+const KV_PARAM_DTYPE: FloatDType = 'F32';
 
 const CONFIG_DTYPE: Record<LlamaConfig['torchDtype'], FloatDType> = { float16: 'F16', bfloat16: 'BF16', float32: 'F32' };
 const COMPUTE_OF: Record<FloatDType, ComputeDType> = { F16: 'f16', BF16: 'bf16', F32: 'f32' };
@@ -95,21 +123,43 @@ export function buildConvertPlan(
   let quantizedLinears = 0;
   let floatLinears = 0;
 
-  const copy = (source: TensorInfo, target: string, targetDType: FloatDType) => {
+  // Smoothed tensors no longer equal the source values: written in the compute dtype (F32 on the CPU path).
+  const smoothDType: FloatDType = opts.deviceType === 'cpu' ? 'F32' : CONFIG_DTYPE[config.torchDtype];
+  const copy = (source: TensorInfo, target: string, targetDType: FloatDType, smooth?: CopyJob['smooth']) => {
     const rows = source.shape.length === 0 ? 1 : source.shape[0];
     const cols = source.shape.length <= 1 ? 1 : source.shape.slice(1).reduce((a, b) => a * b, 1);
     out.push({ name: target, dtype: targetDType, shape: [...source.shape] });
     description.push([target, 'FLOAT']);
-    jobs.push({ kind: 'copy', source, target, targetDType, rows, cols });
+    jobs.push({ kind: 'copy', source, target, targetDType, rows, cols, ...(smooth ? { smooth } : {}) });
+  };
+  const calib = (target: string, dtype: FloatDType, shape: number[], label: string, value: CalibJob['value']) => {
+    out.push({ name: target, dtype, shape });
+    description.push([target, label]);
+    jobs.push({ kind: 'calib', target, value });
   };
 
   for (const m of llamaModules(config)) {
+    const role = opts.m3 ? m3RoleOf(m.module) : undefined;
     if (m.kind === 'float') {
       for (const p of m.params) {
         const t = take(`${m.module}.${p.name}`, p.shape);
-        copy(t, `${m.module}.${p.name}`, t.dtype as FloatDType);
+        if (role) copy(t, `${m.module}.${p.name}`, smoothDType, { layer: role.layer, subgraph: role.subgraph, op: 'div' });
+        else copy(t, `${m.module}.${p.name}`, t.dtype as FloatDType);
+      }
+      // Every RMSNorm (model.norm too) is wrapped in NormBias by m3: its bias comes right after the weight.
+      if (opts.m3 && /(^|\.)(input_layernorm|post_attention_layernorm|norm)$/.test(m.module)) {
+        calib(`${m.module}.bias`, NORM_BIAS_DTYPE, [config.hiddenSize], 'FLOAT', { kind: 'zeros', count: config.hiddenSize });
       }
       continue;
+    }
+    const kvProj = opts.kvCache ? /^model\.layers\.(\d+)\.self_attn\.([kv])_proj$/.exec(m.module) : null;
+    if (kvProj) {
+      // Emitted when the k_proj / v_proj module is visited, before its weight (spec §3.3), disabled or not.
+      const layer = Number(kvProj[1]);
+      const proj = kvProj[2] as 'k' | 'v';
+      for (const field of ['scale', 'offset'] as const) {
+        calib(`${m.module}.kv_cache_${field}`, KV_PARAM_DTYPE, [m.n], 'C8', { kind: 'kv', layer, proj, field });
+      }
     }
     let weight: TensorInfo;
     if (m.module === 'lm_head' && !byName.has('lm_head.weight') && config.tieWordEmbeddings) {
@@ -123,7 +173,9 @@ export function buildConvertPlan(
     if (disabled.has(m.module)) matched.add(m.module);
     if (disabled.has(m.module)) {
       floatLinears++;
-      copy(weight, `${m.module}.weight`, weight.dtype as FloatDType);
+      // m3 ignores disable_names: a disabled linear of a group is written smoothed (spec §2.2).
+      if (role) copy(weight, `${m.module}.weight`, smoothDType, { layer: role.layer, subgraph: role.subgraph, op: 'mul-cols' });
+      else copy(weight, `${m.module}.weight`, weight.dtype as FloatDType);
       if (bias) copy(bias, `${m.module}.bias`, bias.dtype as FloatDType);
       continue;
     }
@@ -136,7 +188,15 @@ export function buildConvertPlan(
     description.push([names.scale, 'W8A16']);
     out.push({ name: names.offset, dtype: 'F32', shape: [m.n, 1] });
     description.push([names.offset, 'W8A16']);
-    jobs.push({ kind: 'quantize', source: weight, module: m.module, rows: m.n, cols: m.k, ...names });
+    jobs.push({
+      kind: 'quantize',
+      source: weight,
+      module: m.module,
+      rows: m.n,
+      cols: m.k,
+      ...names,
+      ...(role ? { smooth: { layer: role.layer, subgraph: role.subgraph } } : {}),
+    });
   }
 
   for (const name of disabled) {
