@@ -37,11 +37,12 @@ async function runDemo(argv: string[]): Promise<{ code: number; stdout: string }
 }
 
 describe('llama3-70b demo', () => {
-  it('generates the built-in model on first use, converts it with layers 0-4 and lm_head float, and reuses the cache', async () => {
+  it('generates the built-in model on first use, converts it with the seed recipe, runs it, and reuses the cache', async () => {
     const first = await runDemo(['--threads', '1']);
     expect(first.code).toBe(0);
     expect(first.stdout).toContain('generating built-in default');
-    expect(first.stdout).toContain('--w_sym False --disable_preset llama3-70b --force');
+    expect(first.stdout).toContain('--anti_method m3');
+    expect(first.stdout).toContain('--use_kvcache_quant True --disable_preset llama3-70b --force');
     const out = join(cacheDir, 'builtin-w8a16');
     expect(first.stdout).toContain(`converted -> ${out}`);
     const files = readdirSync(out);
@@ -56,6 +57,14 @@ describe('llama3-70b demo', () => {
     }
     expect(entries.get('lm_head.weight')).toBe('FLOAT');
     expect(entries.get('model.layers.7.mlp.up_proj.weight_offset')).toBe('W8A16');
+    // m3 adds a zero bias to every norm; C8 adds KV scales to every layer, disabled ones included.
+    expect(entries.get('model.norm.bias')).toBe('FLOAT');
+    expect(entries.get('kv_cache_type')).toBe('C8');
+    expect(entries.get('model.layers.0.self_attn.k_proj.kv_cache_scale')).toBe('C8');
+    // The run step generated text (greedy) and reported its speed.
+    expect(first.stdout).toContain("What's deep learning?");
+    expect(first.stdout).toMatch(/decode: \d+ tokens in [\d.]+ s, [\d.]+ tokens\/s/);
+    expect(first.stdout).toMatch(/kv int8/);
 
     const second = await runDemo(['--save_directory', join(cacheDir, 'elsewhere')]);
     expect(second.code).toBe(0);
