@@ -7,6 +7,8 @@ import { AntiOutlierError, M3_N_GRID, searchM3Scales, type M3ErrorKernelF32 } fr
 import { loadHostAddon } from '@w8a16/ascend-runtime';
 import {
   decodeFloats,
+  emptyQuantErrorStats,
+  quantizeRowsFromBytes,
   encodeFloats,
   QuantError,
   quantErrorStats,
@@ -141,6 +143,7 @@ export class UnitRunner {
   run(u: Unit): UnitResult {
     const raw = this.readSource(u);
     if (u.kind === 'copy') return this.copy(u, raw);
+    if (u.kind === 'quantize' && !u.smooth) return this.quantizeFused(u, raw);
     const w = this.decode(u, raw);
     // msModelSlim's NPU path casts the weight to config.torch_dtype first; only needed when it differs.
     if (u.compute !== NATIVE_COMPUTE[u.srcDType] && u.compute !== 'f32') {
@@ -154,15 +157,35 @@ export class UnitRunner {
     try {
       quantizeRows(out, w, u.rowCount, u.cols, { scheme: u.scheme, compute: u.compute });
     } catch (err) {
-      if (err instanceof QuantError && err.code === 'E_NONFINITE_WEIGHT') {
-        const row = u.rowStart + (err.row ?? 0);
-        throw new CliError('E_NONFINITE_WEIGHT', `${u.srcPath}: tensor '${u.tensor}' has a non-finite value at row ${row}, column ${err.col}`);
-      }
-      throw err;
+      throw this.located(u, err);
     }
     const stats = quantErrorStats(w, out, u.rowCount, u.cols, u.rowStart);
     this.writeOut(u, new Uint8Array(out.q.buffer, out.q.byteOffset, n));
     return { bytesIn: raw.length, bytesOut: n, scale: out.scale, offset: out.offset, stats };
+  }
+
+  /** Unsmoothed rows: decode, quantize and error statistics in one pass (quant-core's WebAssembly kernel). */
+  private quantizeFused(u: QuantizeUnit, raw: Uint8Array): UnitResult {
+    const n = u.rowCount * u.cols;
+    if (this.q.length < n) this.q = new Int8Array(n);
+    const out = { q: this.q.subarray(0, n), scale: new Float32Array(u.rowCount), offset: new Float32Array(u.rowCount) };
+    const stats = emptyQuantErrorStats();
+    try {
+      quantizeRowsFromBytes(out, raw, u.srcDType, u.rowCount, u.cols, { scheme: u.scheme, compute: u.compute }, stats, u.rowStart);
+    } catch (err) {
+      throw this.located(u, err);
+    }
+    this.writeOut(u, new Uint8Array(out.q.buffer, out.q.byteOffset, n));
+    return { bytesIn: raw.length, bytesOut: n, scale: out.scale, offset: out.offset, stats };
+  }
+
+  /** A quantizer's non-finite error, renamed with the file, tensor and absolute row. */
+  private located(u: QuantizeUnit, err: unknown): unknown {
+    if (err instanceof QuantError && err.code === 'E_NONFINITE_WEIGHT') {
+      const row = u.rowStart + (err.row ?? 0);
+      return new CliError('E_NONFINITE_WEIGHT', `${u.srcPath}: tensor '${u.tensor}' has a non-finite value at row ${row}, column ${err.col}`);
+    }
+    return err;
   }
 
   private copy(u: CopyUnit, raw: Uint8Array): UnitResult {
