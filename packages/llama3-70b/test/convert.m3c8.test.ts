@@ -246,7 +246,7 @@ describe('calibration data errors', () => {
 });
 
 describe('calibration failures leave nothing behind', () => {
-  it('a non-finite weight stops the m3 search with E_M3_NONFINITE naming the tensor and position', () => {
+  it('a non-finite weight stops calibration with E_NONFINITE_WEIGHT naming the tensor and position', () => {
     const src = join(work, 'tiny-inf');
     const tensors = tinyTensors().map((t) => {
       if (t.name !== 'model.layers.0.self_attn.k_proj.weight') return t;
@@ -260,7 +260,7 @@ describe('calibration failures leave nothing behind', () => {
     const out = join(work, 'tiny-inf-out');
     const r = runCli(['convert', '--model_path', src, '--save_directory', out, '--w_sym', 'False', '--anti_method', 'm3', '--calib_file', calib]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/error E_M3_NONFINITE: .*model\.layers\.0\.self_attn\.k_proj\.weight.*Infinity at row 0, col 5/);
+    expect(r.stderr).toMatch(/error E_NONFINITE_WEIGHT: .*'model\.layers\.0\.self_attn\.k_proj\.weight'.*\(Infinity\) at row 0, column 5/);
     expect(existsSync(out)).toBe(false);
     expect(readdirSync(work).filter((f) => f.includes('.partial-'))).toEqual([]);
   });

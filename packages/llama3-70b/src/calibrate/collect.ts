@@ -8,7 +8,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Backend, FloatWeightDType, KvCacheLayer, LinearWeight, RopeTable, Tensor } from '@w8a16/ascend-runtime';
 import type { Checkpoint, LlamaConfig } from '@w8a16/format';
 import { createMinMax, kvScalesFromMinMax, updateMinMax, type KvQuantScales } from '@w8a16/kvcache-int8';
-import { decodeFloats, isFloatDType, type ComputeDType, type QuantScheme } from '@w8a16/quant-core';
+import { decodeFloats, DTYPE_TRAITS, isFloatDType, type ComputeDType, type FloatDType, type QuantScheme } from '@w8a16/quant-core';
 import { CliError } from '../cli/errors';
 import type { M3SearchUnit, UnitResult } from '../convert/units';
 import { ropeInvFreq } from '../model/load';
@@ -283,6 +283,28 @@ function embedRows(ckpt: Checkpoint, ids: Int32Array, H: number): Float32Array {
   return out;
 }
 
+/** Rows decoded per check: bounds the scratch buffer of assertFiniteRows. */
+const FINITE_CHECK_ROWS = 64;
+
+/**
+ * A weight with NaN or Inf would poison every activation after it, so the error would surface far from its
+ * cause; calibration checks each float weight as it loads the layer and names the first bad element.
+ */
+function assertFiniteRows(bytes: Uint8Array, dtype: FloatDType, n: number, k: number, file: string, name: string): void {
+  const rowBytes = k * DTYPE_TRAITS[dtype].bytes;
+  const buf = new Float32Array(Math.min(n, FINITE_CHECK_ROWS) * k);
+  for (let r0 = 0; r0 < n; r0 += FINITE_CHECK_ROWS) {
+    const rows = Math.min(FINITE_CHECK_ROWS, n - r0);
+    const w = buf.subarray(0, rows * k);
+    decodeFloats(w, bytes.subarray(r0 * rowBytes, (r0 + rows) * rowBytes), dtype);
+    for (let i = 0; i < w.length; i++) {
+      if (!Number.isFinite(w[i])) {
+        throw new CliError('E_NONFINITE_WEIGHT', `${file}: tensor '${name}' has a non-finite value (${w[i]}) at row ${r0 + Math.floor(i / k)}, column ${i % k}`);
+      }
+    }
+  }
+}
+
 function loadLayer(be: Backend, ckpt: Checkpoint, c: LlamaConfig, p: string): LayerWeightsF {
   const created: LinearWeight[] = [];
   const lin = (module: string, n: number, k: number, hasBias: boolean): LinearWeight => {
@@ -290,7 +312,9 @@ function loadLayer(be: Backend, ckpt: Checkpoint, c: LlamaConfig, p: string): La
     const info = ckpt.get(name);
     const dtype = FLOAT_DTYPES[info.dtype];
     if (!dtype) throw new CliError('E_DTYPE', `${info.file}: tensor '${name}' is ${info.dtype}; calibration runs the float checkpoint (F32, F16 or BF16)`);
-    const w = be.createFloatLinear({ n, k, dtype, data: ckpt.readRows(name, 0, n), bias: hasBias ? ckpt.readFloat32(`${module}.bias`) : undefined, name });
+    const data = ckpt.readRows(name, 0, n);
+    assertFiniteRows(data, info.dtype as FloatDType, n, k, info.file, name);
+    const w = be.createFloatLinear({ n, k, dtype, data, bias: hasBias ? ckpt.readFloat32(`${module}.bias`) : undefined, name });
     created.push(w);
     return w;
   };
