@@ -45,3 +45,5 @@ export {
 } from './ref';
 export { createHostBackend, type HostBackendOptions, type HostKernels, type NativeIsa } from './host/host-backend';
 export { loadHostAddon, hostAddonCandidates, type HostAddon } from './host/native';
+// The Ascend NPU backend (koffi bindings to AscendCL / aclnn / HCCL), loaded only when created.
+export * from './ascend/index';

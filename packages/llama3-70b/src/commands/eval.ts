@@ -3,10 +3,11 @@
 // Flag parsing, token loading and output only: the work is in eval/.
 
 import { writeFileSync } from 'node:fs';
-import { createHostBackend, type Backend } from '@w8a16/ascend-runtime';
+import type { Backend } from '@w8a16/ascend-runtime';
 import { readLlamaConfig } from '@w8a16/format';
 import { formatFlagHelp, parseFlags, type FlagSpec } from '../cli/args';
 import { CliError } from '../cli/errors';
+import { selectBackend } from '../device';
 import { readCalibFile } from '../calibrate/calib-data';
 import { DEFAULT_EVAL_CHUNK_TOKENS, evaluateCheckpoints, type EvalSequence } from '../eval/evaluate';
 import { evalReportJson, formatEvalTable, renderEvalHtml, type TokenSource } from '../eval/report';
@@ -28,7 +29,7 @@ export const EVAL_FLAGS = {
   max_prefill_tokens: { kind: 'int', help: `positions per forward call (default ${DEFAULT_EVAL_CHUNK_TOKENS})` },
   threads: { kind: 'int', help: 'threads per operation (default: all cores)' },
   kernels: { kind: 'string', choices: ['native', 'js', 'auto'], help: 'host kernels (default auto: native when built, else js)' },
-  device_type: { kind: 'string', choices: ['cpu', 'npu', 'auto'], help: 'device (default auto = cpu in this build)' },
+  device_type: { kind: 'string', choices: ['cpu', 'npu', 'auto'], help: 'npu: the Ascend backend (CANN libraries); cpu: the host; auto (default): npu when its libraries are found, else cpu' },
   help: { kind: 'switch', help: 'show this help' },
 } as const satisfies Record<string, FlagSpec>;
 
@@ -129,9 +130,8 @@ export function loadEvalSequences(opts: EvalCliOptions): { sequences: EvalSequen
   return { sequences, source };
 }
 
-function selectBackend(opts: EvalCliOptions): Backend {
-  if (opts.deviceType === 'npu') throw new CliError('E_NO_NPU', 'no Ascend backend in this build: --device_type npu is not available (use cpu or auto)');
-  return createHostBackend({ threads: opts.threads, kernels: opts.kernels, logger: { warn: (m) => process.stderr.write(`${m}\n`) } });
+function backendFor(opts: EvalCliOptions): Backend {
+  return selectBackend({ deviceType: opts.deviceType, threads: opts.threads, kernels: opts.kernels, log: (m) => process.stderr.write(`${m}\n`) });
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -141,7 +141,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const { sequences, source } = loadEvalSequences(opts);
-  const backend = selectBackend(opts);
+  const backend = backendFor(opts);
   try {
     const report = evaluateCheckpoints({
       modelPath: opts.modelPath,

@@ -3,10 +3,10 @@
 // per prompt instead. Device selection, prompt handling and printing only: the work is in model/ and generate/.
 
 import type { Backend } from '@w8a16/ascend-runtime';
-import { createHostBackend } from '@w8a16/ascend-runtime';
 import { readLlamaConfig } from '@w8a16/format';
 import { formatFlagHelp, parseFlags, type FlagSpec, type ParsedFlags } from '../cli/args';
 import { CliError } from '../cli/errors';
+import { selectBackend } from '../device';
 import { formatBytes } from '../cli/format';
 import { generate, tokensPerSecond, type GenerateResult, type PhaseTiming, type SequenceResult } from '../generate/generate';
 import { LlamaModel } from '../model/llama';
@@ -47,7 +47,7 @@ export const RUN_FLAGS = {
   threads: { kind: 'int', help: 'threads per operation, per rank (default: all cores, divided among the ranks)' },
   world_size: { kind: 'int', help: 'tensor-parallel ranks, one thread each, weights split as ATB-Models does (default 1)' },
   kernels: { kind: 'string', choices: ['native', 'js', 'auto'], help: 'host kernels (default auto: native when built, else js)' },
-  device_type: { kind: 'string', choices: ['cpu', 'npu', 'auto'], help: 'device (default auto = cpu in this build)' },
+  device_type: { kind: 'string', choices: ['cpu', 'npu', 'auto'], help: 'npu: the Ascend backend (CANN libraries); cpu: the host; auto (default): npu when its libraries are found, else cpu' },
   json: { kind: 'switch', help: 'print one JSON object per prompt per line instead of streaming' },
   help: { kind: 'switch', help: 'show this help' },
 } as const satisfies Record<string, FlagSpec>;
@@ -140,14 +140,15 @@ export function parseRunArgs(argv: readonly string[]): RunOptions | 'help' {
   };
 }
 
-function selectBackend(opts: RunOptions): Backend {
-  if (opts.deviceType === 'npu') {
-    throw new CliError('E_NO_NPU', 'no Ascend backend in this build: --device_type npu is not available (use cpu or auto)');
+function backendFor(opts: RunOptions): Backend {
+  if (opts.worldSize > 1 && opts.deviceType === 'npu') {
+    throw new CliError('E_UNSUPPORTED', '--world_size > 1 runs on the host in this build; tensor parallelism across NPUs (HCCL) is not wired yet');
   }
-  return createHostBackend({
+  return selectBackend({
+    deviceType: opts.worldSize > 1 ? 'cpu' : opts.deviceType,
     threads: opts.threads ?? (opts.worldSize > 1 ? defaultThreadsPerRank(opts.worldSize) : undefined),
     kernels: opts.kernels,
-    logger: { warn: (m) => process.stderr.write(`${m}\n`), info: (m) => process.stderr.write(`${m}\n`) },
+    log: (m) => process.stderr.write(`${m}\n`),
   });
 }
 
@@ -269,7 +270,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${RUN_USAGE}\n`);
     return 0;
   }
-  const backend = selectBackend(opts);
+  const backend = backendFor(opts);
   let weights: LlamaWeights | undefined;
   let model: LlamaModel | undefined;
   let tp: TensorParallelRun | undefined;

@@ -375,7 +375,9 @@ class WeightLoader {
       ['k_proj.kv_cache_scale', 'k_proj.kv_cache_offset', 'v_proj.kv_cache_scale', 'v_proj.kv_cache_offset'].map((s) => `model.layers.${l}.self_attn.${s}`);
     const layersWithC8 = [...Array(c.nLayers).keys()].filter((l) => names(l).some((n) => this.described(n) === 'C8'));
     if (choice !== 'auto' || layersWithC8.length === 0) {
-      this.summary.kvCacheDType = choice === 'f16' ? 'f16' : 'f32';
+      // A float cache matches the backend's activations: f16 on the NPU (its attention takes f16/bf16/int8 KV), f32 on the host.
+      const floatDefault = this.be.info.name === 'ascend' ? 'f16' : 'f32';
+      this.summary.kvCacheDType = choice === 'f16' ? 'f16' : choice === 'f32' ? 'f32' : floatDefault;
       return undefined;
     }
     if (layersWithC8.length !== c.nLayers) {
