@@ -3,7 +3,7 @@
 // losses of those rows (calibration). Runs the same in a worker thread or inline.
 
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { AntiOutlierError, M3_N_GRID, searchM3Scales, type M3ErrorKernelF32 } from '@w8a16/anti-outlier';
+import { AntiOutlierError, M3_N_GRID, searchM3Scales } from '@w8a16/anti-outlier';
 import { loadHostAddon } from '@w8a16/ascend-runtime';
 import {
   decodeFloats,
@@ -20,7 +20,7 @@ import {
   type QuantScheme,
 } from '@w8a16/quant-core';
 import { CliError } from '../cli/errors';
-import { addonM3Kernel } from '../calibrate/m3-kernel';
+import { addonM3GridSearch, type M3GridInput } from '../calibrate/m3-kernel';
 
 /** Bytes of source data per unit: bounds each worker's memory (source + f32 + int8 buffers, ~6x this). */
 export const UNIT_SOURCE_BYTES = 8 * 1024 * 1024;
@@ -97,8 +97,8 @@ export class UnitRunner {
   private f32 = new Float32Array(0);
   private q = new Int8Array(0);
   private enc = new Uint8Array(0);
-  /** The m3 search's inner kernel: the host addon's when it loads, else (null) the search's own JS kernel. */
-  private kernel: M3ErrorKernelF32 | null | undefined;
+  /** The m3 chunk search on the host addon when it loads, else (null) anti-outlier's JS search. */
+  private m3native: ((input: M3GridInput) => Float64Array | null) | null | undefined;
 
   private fd(path: string, flags: 'r' | 'r+'): number {
     const key = `${flags}:${path}`;
@@ -190,18 +190,16 @@ export class UnitRunner {
 
   private copy(u: CopyUnit, raw: Uint8Array): UnitResult {
     // Float tensors are copied as they are, but still checked: a NaN or Inf in a checkpoint is a broken input.
-    const w = this.decode(u, raw);
-    for (let i = 0; i < w.length; i++) {
-      if (!Number.isFinite(w[i])) {
-        const row = u.rowStart + Math.floor(i / u.cols);
-        throw new CliError('E_NONFINITE_WEIGHT', `${u.srcPath}: tensor '${u.tensor}' has a non-finite value at row ${row}, column ${i % u.cols}`);
-      }
-    }
-    if (u.smooth) applySmoothing(w, u.rowStart, u.rowCount, u.cols, u.smooth);
-    else if (u.dstDType === u.srcDType) {
+    if (!u.smooth && u.dstDType === u.srcDType) {
+      // A plain copy needs no decode: a value is NaN or Inf exactly when its exponent bits are all ones.
+      const bad = firstNonFinite(raw, u.srcDType);
+      if (bad >= 0) throw nonFiniteAt(u, bad);
       this.writeOut(u, raw);
       return { bytesIn: raw.length, bytesOut: raw.length };
     }
+    const w = this.decode(u, raw);
+    for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i])) throw nonFiniteAt(u, i);
+    if (u.smooth) applySmoothing(w, u.rowStart, u.rowCount, u.cols, u.smooth);
     const n = w.length * BYTES[u.dstDType];
     if (this.enc.length < n) this.enc = new Uint8Array(n);
     const bytes = this.enc.subarray(0, n);
@@ -211,12 +209,19 @@ export class UnitRunner {
   }
 
   private m3search(u: M3SearchUnit, w: Float32Array, bytesIn: number): UnitResult {
-    if (this.kernel === undefined) this.kernel = loadM3Kernel();
+    if (this.m3native === undefined) this.m3native = loadM3Native();
     const name = `${u.tensor} rows ${u.rowStart}..${u.rowStart + u.rowCount - 1}`;
     try {
+      // The native kernel does float32 compute only; null from it (a non-finite W⊙s or loss) reruns the JS search,
+      // which reports the problem with its own error.
+      const native =
+        this.m3native && u.compute === 'f32'
+          ? this.m3native({ x: u.x, tokens: u.tokens, channels: u.cols, w, rows: u.rowCount, scheme: u.scheme, nGrid: M3_N_GRID })
+          : null;
+      if (native) return { bytesIn, bytesOut: 0, losses: native };
       const r = searchM3Scales(
         { x: u.x, tokens: u.tokens, channels: u.cols, linears: [{ name, weight: w, n: u.rowCount }] },
-        { scheme: u.scheme, compute: u.compute, nGrid: M3_N_GRID, ...(this.kernel ? { kernelF32: this.kernel } : {}) },
+        { scheme: u.scheme, compute: u.compute, nGrid: M3_N_GRID },
       );
       return { bytesIn, bytesOut: 0, losses: r.losses };
     } catch (err) {
@@ -231,10 +236,11 @@ export class UnitRunner {
   }
 }
 
-/** The host addon's float32 linear as the m3 kernel, or null (the search's JS kernel) when the addon is absent. */
-function loadM3Kernel(): M3ErrorKernelF32 | null {
+/** The addon's fused m3 grid search, or null (anti-outlier's JS search) when the addon is absent or predates it. */
+function loadM3Native(): ((input: M3GridInput) => Float64Array | null) | null {
   try {
-    return addonM3Kernel(loadHostAddon());
+    const addon = loadHostAddon();
+    return typeof addon.m3GridLosses === 'function' ? addonM3GridSearch(addon) : null;
   } catch {
     return null;
   }
@@ -257,4 +263,51 @@ export function applySmoothing(w: Float32Array, rowStart: number, rowCount: numb
 /** Splits every job's rows into units of at most UNIT_SOURCE_BYTES of source data (at least one row). */
 export function rowsPerUnit(cols: number, dtype: FloatDType, unitBytes = UNIT_SOURCE_BYTES): number {
   return Math.max(1, Math.floor(unitBytes / (cols * BYTES[dtype])));
+}
+
+/** Words checked per block before looking for the exact index (only done when a block has a bad value). */
+const NONFINITE_BLOCK = 1024;
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** Exponent masks: all exponent bits set means Inf or NaN, in each float format. */
+const EXPONENT_MASK = { F16: 0x7c00, BF16: 0x7f80, F32: 0x7f800000 } as const;
+
+/** Index of the first NaN/Inf element of little-endian float bytes, or -1. */
+export function firstNonFinite(raw: Uint8Array, dtype: FloatDType): number {
+  const mask = EXPONENT_MASK[dtype];
+  const size = dtype === 'F32' ? 4 : 2;
+  // Typed-array views when aligned (the usual case: units read into a fresh buffer), DataView otherwise.
+  if (raw.byteOffset % 4 === 0 && raw.length % 4 === 0 && LITTLE_ENDIAN) {
+    const v = new Uint32Array(raw.buffer, raw.byteOffset, raw.length >>> 2);
+    if (size === 2) {
+      // Two 16-bit values per word, no branch per value: adding one to an all-ones exponent carries into the
+      // (masked-off) sign bit, so a block is clean exactly when no sign bit ends up set.
+      const m = mask * 0x10001;
+      const carry = ((mask & -mask) * 0x10001) >>> 0;
+      const sign = 0x80008000;
+      for (let b = 0; b < v.length; b += NONFINITE_BLOCK) {
+        const end = Math.min(v.length, b + NONFINITE_BLOCK);
+        let acc = 0;
+        for (let i = b; i < end; i++) acc |= (v[i] & m) + carry;
+        if ((acc & sign) !== 0) {
+          for (let i = b * 2; i < end * 2; i++) if (((raw[2 * i] | (raw[2 * i + 1] << 8)) & mask) === mask) return i;
+        }
+      }
+      return -1;
+    }
+    for (let i = 0; i < v.length; i++) if ((v[i] & mask) === mask) return i;
+    return -1;
+  }
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  if (dtype === 'F32') {
+    for (let i = 0, n = raw.length >>> 2; i < n; i++) if ((dv.getUint32(i * 4, true) & mask) === mask) return i;
+    return -1;
+  }
+  for (let i = 0, n = raw.length >>> 1; i < n; i++) if ((dv.getUint16(i * 2, true) & mask) === mask) return i;
+  return -1;
+}
+
+function nonFiniteAt(u: CopyUnit, i: number): CliError {
+  const row = u.rowStart + Math.floor(i / u.cols);
+  return new CliError('E_NONFINITE_WEIGHT', `${u.srcPath}: tensor '${u.tensor}' has a non-finite value at row ${row}, column ${i % u.cols}`);
 }

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { f32ToBf16, f32ToF16 } from '@w8a16/quant-core';
+import { firstNonFinite } from './units';
+
+function bytes16(values: number[], enc: (x: number) => number, offset = 0): Uint8Array {
+  const buf = new Uint8Array(offset + values.length * 2);
+  values.forEach((v, i) => {
+    const h = enc(v);
+    buf[offset + 2 * i] = h & 0xff;
+    buf[offset + 2 * i + 1] = h >> 8;
+  });
+  return buf.subarray(offset);
+}
+
+describe('firstNonFinite', () => {
+  const clean = Array.from({ length: 5000 }, (_, i) => Math.sin(i) * 1000);
+  it.each([
+    ['F16', f32ToF16],
+    ['BF16', f32ToBf16],
+  ] as const)('%s: finds the first NaN/Inf at every position, aligned or not, and passes clean data', (dtype, enc) => {
+    for (const offset of [0, 1, 2]) {
+      expect(firstNonFinite(bytes16(clean, enc, offset), dtype)).toBe(-1);
+      for (const pos of [0, 1, 2047, 2048, 2049, 4999]) {
+        for (const bad of [Infinity, -Infinity, NaN]) {
+          const v = clean.slice();
+          v[pos] = bad;
+          v[4000] = NaN;
+          expect(firstNonFinite(bytes16(v, enc, offset), dtype), `${dtype} pos ${pos} offset ${offset}`).toBe(Math.min(pos, 4000));
+        }
+      }
+    }
+  });
+
+  it('F32: finds NaN/Inf and passes the largest finite values', () => {
+    const f = new Float32Array([1, -3.4028234663852886e38, 3.4028234663852886e38, 0, -0]);
+    expect(firstNonFinite(new Uint8Array(f.buffer), 'F32')).toBe(-1);
+    f[3] = -Infinity;
+    expect(firstNonFinite(new Uint8Array(f.buffer), 'F32')).toBe(3);
+  });
+});
