@@ -80,6 +80,27 @@ export interface HostAddon {
     threads: number,
     isa: number,
   ): void;
+  /**
+   * The m3 (AWQ) grid losses of `n` weight rows `w [n, C]` for activation `x [T, C]` and `nGrid` scale vectors
+   * `scales [nGrid, C]`: out[g] = Σ_t Σ_r (x_t · e_r)², e_r = w_r − fround(Q(fround(w_r·s_g)) / s_g) with
+   * quant-core's float32 per-row fake quantizer Q (asym, or sym when `sym` is 1) bit for bit; float32 dot products,
+   * float64 sum of their squares (src/native/m3.c). Rows are split over `threads` (1: inline, no pool lock).
+   * Returns the first row whose W⊙s holds a non-finite value (its losses are then meaningless), or −1.
+   * `isa` (default: the best) is for tests of the scalar path.
+   */
+  m3GridLosses(
+    out: Float64Array,
+    x: Float32Array,
+    T: number,
+    C: number,
+    w: Float32Array,
+    n: number,
+    scales: Float32Array,
+    nGrid: number,
+    sym: 0 | 1,
+    threads: number,
+    isa?: number,
+  ): number;
   /** Sum of the buffer's 64-bit words (low 52 bits): a read-bandwidth probe. */
   readSum(buffer: ArrayBufferView, threads: number, isa: number): number;
 }

@@ -11,6 +11,9 @@
 #include "kernels.h"
 #include "pool.h"
 
+/* m3.c: the fused m3 grid-loss kernel (its own argument checks) */
+napi_value m3_grid_losses(napi_env env, napi_callback_info info);
+
 #define SMALL_JOB (1 << 16) /* multiply-adds below which a second thread costs more than it saves */
 
 static int best_isa = -1;
@@ -403,6 +406,7 @@ NAPI_MODULE_INIT() {
       {"floatLinear", NULL, float_linear, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readSum", NULL, read_sum_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pagedAttention", NULL, paged_attention, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"m3GridLosses", NULL, m3_grid_losses, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_add_env_cleanup_hook(env, cleanup, NULL);

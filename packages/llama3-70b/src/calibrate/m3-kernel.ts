@@ -1,9 +1,10 @@
-// The inner kernel of the m3 search (Σ over tokens t and weight rows r of (x_t · e_r)², anti-outlier's
-// M3ErrorKernelF32) on the host addon's float32 linear: Y = X·Eᵀ with SIMD FMAs on one thread, then Σ Y² in
-// float64 here. Not a search: searchM3Scales calls it once per block of rows and grid point.
+// The m3 search on the host addon: the whole grid of a row chunk in one native call (m3GridLosses: fake
+// quantization and Σ (x_t · e_r)² fused), and the older inner kernel alone on the addon's float32 linear.
+// Not the choice (calibrate/m3.ts) and not the f16/bf16 compute paths (those stay on anti-outlier's JS search).
 
-import type { M3ErrorKernelF32 } from '@w8a16/anti-outlier';
+import { M3_MIN_SCALE, m3ScalesInto, meanAbsPerChannel, type M3ErrorKernelF32 } from '@w8a16/anti-outlier';
 import type { HostAddon } from '@w8a16/ascend-runtime';
+import type { QuantScheme } from '@w8a16/quant-core';
 
 /** floatLinear's weight element code for float32 (ascend-runtime's NATIVE_WTYPE.f32). */
 const WTYPE_F32 = 0;
@@ -24,5 +25,51 @@ export function addonM3Kernel(addon: Pick<HostAddon, 'floatLinear' | 'bestIsa'>,
     let total = 0;
     for (let i = 0; i < n; i++) total += out[i] * out[i];
     return total;
+  };
+}
+
+/**
+ * One thread per call: the app already runs one m3 chunk per worker thread side by side, and with one thread the
+ * addon runs the call inline, outside its pool's lock (more threads would serialize the workers on that lock).
+ */
+const GRID_THREADS = 1;
+
+/** The rows of one m3 chunk: `w [rows, C]` float32 weights and the group's activation `x [tokens, C]`. */
+export interface M3GridInput {
+  readonly x: Float32Array;
+  readonly tokens: number;
+  readonly channels: number;
+  readonly w: Float32Array;
+  readonly rows: number;
+  readonly scheme: QuantScheme;
+  readonly nGrid: number;
+}
+
+/**
+ * searchM3Scales(...).losses of one linear's row chunk (float32 compute), from the addon's m3GridLosses: the grid's
+ * scales as searchM3Scales forms them (m3ScalesInto of mean |x|), Σ (x·e)² per grid point natively, divided by
+ * tokens·rows as the search does. Returns null when a weight makes W⊙s non-finite or a loss is not finite: the
+ * caller then runs the JS search, which reports the problem its own way. Caches the scales of the last `x`.
+ */
+export function addonM3GridSearch(addon: Pick<HostAddon, 'm3GridLosses'>): (input: M3GridInput) => Float64Array | null {
+  let lastX: Float32Array | null = null;
+  let lastGrid = 0;
+  let scales = new Float32Array(0); // (nGrid, C) the grid's scale vectors for lastX
+  return ({ x, tokens, channels: C, w, rows, scheme, nGrid }) => {
+    if (x !== lastX || nGrid !== lastGrid || scales.length !== nGrid * C) {
+      const a = meanAbsPerChannel(x, tokens, C, 'f32');
+      scales = new Float32Array(nGrid * C);
+      for (let g = 0; g < nGrid; g++) m3ScalesInto(scales.subarray(g * C, (g + 1) * C), a, g / nGrid, M3_MIN_SCALE, 'f32');
+      lastX = x;
+      lastGrid = nGrid;
+    }
+    const losses = new Float64Array(nGrid);
+    const bad = addon.m3GridLosses(losses, x, tokens, C, w, rows, scales, nGrid, scheme === 'sym' ? 1 : 0, GRID_THREADS);
+    if (bad >= 0) return null;
+    for (let g = 0; g < nGrid; g++) {
+      losses[g] /= tokens * rows;
+      if (!Number.isFinite(losses[g])) return null;
+    }
+    return losses;
   };
 }
