@@ -399,7 +399,7 @@ describe.each(configs)('host backend, $label kernels', ({ opts }) => {
       b: Backend,
       sc: Scenario,
       seed: number,
-      cacheDtype: 'f32' | 'int8',
+      cacheDtype: 'f32' | 'f16' | 'int8',
       check: (c: StepCheck) => void,
     ): void {
       const g = gen(seed);
@@ -495,6 +495,28 @@ describe.each(configs)('host backend, $label kernels', ({ opts }) => {
         checked += got.length;
       });
       expect(checked).toBe(sc.lens.reduce((a, l) => a + l + sc.decodeSteps, 0) * sc.nHeads * sc.headDim);
+      b.dispose();
+    });
+
+    it.each(scenarios.filter((s) => s.blockSize === 16 || s.headDim === 12))('f16 cache, block $blockSize, prompts $lens: within the f16 rounding of K and V', (sc) => {
+      const b = make();
+      run(b, sc, 700 + sc.blockSize, 'f16', ({ got, q, positions, kAll, vAll }) => {
+        // f16 storage rounds each K, V element by at most 2^-11 relative: scores move by δ ≤ scale·‖q_h‖₁·max|k|·2^-11
+        // and the values by ≤ max|v|·2^-11, on top of the f32 kernel's own bound (attnTol)
+        const want = new Float32Array(got.length);
+        attentionContiguousRef(want, q, kAll, vAll, positions, sc.nHeads, sc.nKvHeads, sc.headDim, 1 / Math.sqrt(sc.headDim));
+        const qDim = sc.nHeads * sc.headDim;
+        const [kmax, vmax] = [maxAbs([kAll]), maxAbs([vAll])];
+        const f32Tol = attnTol(q, qDim, sc.headDim, positions, kmax, vmax);
+        const tol = (i: number): number => {
+          const h0 = Math.floor(i / qDim) * qDim + Math.floor((i % qDim) / sc.headDim) * sc.headDim;
+          let q1 = 0;
+          for (let d = 0; d < sc.headDim; d++) q1 += Math.abs(q[h0 + d]);
+          const delta = (q1 * kmax * 2 ** -11) / Math.sqrt(sc.headDim);
+          return vmax * 2 ** -11 + Math.expm1(2 * delta) * vmax + f32Tol(i);
+        };
+        expect(worstRatio(got, want, tol)).toBeLessThanOrEqual(1);
+      });
       b.dispose();
     });
 
