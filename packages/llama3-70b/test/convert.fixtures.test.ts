@@ -5,36 +5,9 @@
 import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Checkpoint } from '@w8a16/format';
-import { decodeFloats, f16ToF32, f32ToF16, type FloatDType } from '@w8a16/quant-core';
-import { FIXTURES, runCli, scratchDir } from './helpers';
+import { f16ToF32, f32ToF16 } from '@w8a16/quant-core';
+import { FIXTURES, loadAllTensors, runCli, scratchDir, tensorAsF32, type LoadedTensor } from './helpers';
 
-interface Loaded {
-  dtype: string;
-  shape: number[];
-  bytes: Uint8Array;
-}
-
-function loadAll(dir: string): Map<string, Loaded> {
-  const ck = Checkpoint.open(dir);
-  try {
-    const out = new Map<string, Loaded>();
-    for (const t of ck.tensors) {
-      const rows = t.shape.length === 0 ? 1 : t.shape[0];
-      out.set(t.name, { dtype: t.dtype, shape: [...t.shape], bytes: ck.readRows(t.name, 0, rows).slice() });
-    }
-    return out;
-  } finally {
-    ck.close();
-  }
-}
-
-function asF32(t: Loaded): Float32Array {
-  const n = t.shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  decodeFloats(out, t.bytes, t.dtype as FloatDType);
-  return out;
-}
 
 function layer0Disabled(): string[] {
   return ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'].map(
@@ -62,8 +35,8 @@ describe.each(CASES)('convert $fixture matches msModelSlim $recipe', ({ fixture,
   const ref = join(src, 'reference', recipe);
   let work: string;
   let out: string;
-  let ours: Map<string, Loaded>;
-  let theirs: Map<string, Loaded>;
+  let ours: Map<string, LoadedTensor>;
+  let theirs: Map<string, LoadedTensor>;
 
   beforeAll(() => {
     work = scratchDir();
@@ -71,8 +44,8 @@ describe.each(CASES)('convert $fixture matches msModelSlim $recipe', ({ fixture,
     const r = runCli(['convert', '--model_path', src, '--save_directory', out, '--device_type', 'cpu', ...args]);
     expect(r.stderr).not.toMatch(/error/);
     expect(r.status).toBe(0);
-    ours = loadAll(out);
-    theirs = loadAll(ref);
+    ours = loadAllTensors(out);
+    theirs = loadAllTensors(ref);
   });
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -84,14 +57,14 @@ describe.each(CASES)('convert $fixture matches msModelSlim $recipe', ({ fixture,
   it('int8 codes are identical and weight_scale / weight_offset equal as float32', () => {
     let codes = 0;
     for (const [name, t] of theirs) {
-      const o = ours.get(name) as Loaded;
+      const o = ours.get(name) as LoadedTensor;
       if (t.dtype === 'I8') {
         expect(o.dtype, name).toBe('I8');
         expect(Buffer.compare(Buffer.from(o.bytes), Buffer.from(t.bytes)), name).toBe(0);
         codes += t.bytes.length;
       } else if (name.endsWith('.weight_scale') || name.endsWith('.weight_offset')) {
         expect(o.dtype, name).toBe('F32');
-        expect(Array.from(asF32(o)), name).toEqual(Array.from(asF32(t)));
+        expect(Array.from(tensorAsF32(o)), name).toEqual(Array.from(tensorAsF32(t)));
       }
     }
     expect(codes).toBeGreaterThan(0);
@@ -102,8 +75,8 @@ describe.each(CASES)('convert $fixture matches msModelSlim $recipe', ({ fixture,
     const floats = Object.entries(desc).filter(([, v]) => v === 'FLOAT').map(([k]) => k);
     expect(floats.length).toBeGreaterThan(0);
     for (const name of floats) {
-      const a = asF32(ours.get(name) as Loaded);
-      const b = asF32(theirs.get(name) as Loaded);
+      const a = tensorAsF32(ours.get(name) as LoadedTensor);
+      const b = tensorAsF32(theirs.get(name) as LoadedTensor);
       expect(a.length, name).toBe(b.length);
       let diff = 0;
       for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) diff++;
@@ -157,13 +130,13 @@ describe('convert options that change the layout, not the numbers', () => {
     expect(files.length).toBeGreaterThan(2);
     for (const f of files) expect(f).toMatch(/^quant_model_weight_w8a16-\d{5}-of-\d{5}\.safetensors$/);
     const index = JSON.parse(readFileSync(join(many, 'quant_model_weight_w8a16.safetensors.index.json'), 'utf8'));
-    const a = loadAll(one);
-    const b = loadAll(many);
+    const a = loadAllTensors(one);
+    const b = loadAllTensors(many);
     expect(Object.keys(index.weight_map).sort()).toEqual([...a.keys()].sort());
     let total = 0;
     for (const [name, t] of a) {
       total += t.bytes.length;
-      expect(Buffer.compare(Buffer.from((b.get(name) as Loaded).bytes), Buffer.from(t.bytes)), name).toBe(0);
+      expect(Buffer.compare(Buffer.from((b.get(name) as LoadedTensor).bytes), Buffer.from(t.bytes)), name).toBe(0);
     }
     expect(index.metadata.total_size).toBe(total);
   });
@@ -171,11 +144,11 @@ describe('convert options that change the layout, not the numbers', () => {
   it('--w_sym True writes zero offsets and codes within ±127', () => {
     const out = join(work, 'sym');
     expect(runCli(['convert', '--model_path', src, '--save_directory', out, '--w_sym', 'True']).status).toBe(0);
-    const t = loadAll(out);
+    const t = loadAllTensors(out);
     let checked = 0;
     for (const [name, v] of t) {
       if (name.endsWith('.weight_offset')) {
-        expect(asF32(v).every((x) => x === 0), name).toBe(true);
+        expect(tensorAsF32(v).every((x) => x === 0), name).toBe(true);
         checked++;
       }
       if (v.dtype === 'I8') expect(new Int8Array(v.bytes.buffer, v.bytes.byteOffset, v.bytes.length).includes(-128), name).toBe(false);
@@ -186,12 +159,12 @@ describe('convert options that change the layout, not the numbers', () => {
   it('--device_type npu quantizes in the model dtype (fp16 scales)', () => {
     const out = join(work, 'npu');
     expect(runCli(['convert', '--model_path', src, '--save_directory', out, '--w_sym', 'False', '--device_type', 'npu']).status).toBe(0);
-    const t = loadAll(out);
+    const t = loadAllTensors(out);
     const scales = [...t.entries()].filter(([n]) => n.endsWith('.weight_scale'));
     expect(scales.length).toBe(4 * 7);
     for (const [name, v] of scales) {
       // Every scale is an fp16 value: a round trip through fp16 bits changes nothing.
-      const f = Array.from(asF32(v));
+      const f = Array.from(tensorAsF32(v));
       expect(f.map((x) => f16ToF32(f32ToF16(x))), name).toEqual(f);
     }
   });

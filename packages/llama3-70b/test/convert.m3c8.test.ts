@@ -5,11 +5,20 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Checkpoint } from '@w8a16/format';
-import { decodeFloats, type FloatDType } from '@w8a16/quant-core';
 import { writeLlama3TokenizerFiles } from '../src/builtin/tokenizer-files';
 import { LlamaTokenizer } from '../src/tokenizer/tokenizer';
-import { FIXTURES, runCli, scratchDir, TINY_CONFIG, tinyTensors, writeTinyModel, type RawTensor } from './helpers';
+import {
+  FIXTURES,
+  loadAllTensors,
+  runCli,
+  scratchDir,
+  tensorAsF32,
+  TINY_CONFIG,
+  tinyTensors,
+  writeTinyModel,
+  type LoadedTensor,
+  type RawTensor,
+} from './helpers';
 
 /** Share of a smoothed linear's int8 codes allowed to differ by one (the issue's bound); measured: 0. */
 const MIN_CODE_AGREEMENT = 0.999;
@@ -18,33 +27,8 @@ const SMOOTHED_REL_TOL = 2e-6;
 /** kv_cache_scale: relative error (activation statistics, un-smoothed model here); measured 1.2e-6. */
 const KV_SCALE_REL_TOL = 1e-5;
 
-interface Loaded {
-  dtype: string;
-  shape: number[];
-  bytes: Uint8Array;
-}
 
-function loadAll(dir: string): Map<string, Loaded> {
-  const ck = Checkpoint.open(dir);
-  try {
-    const out = new Map<string, Loaded>();
-    for (const t of ck.tensors) {
-      const rows = t.shape.length === 0 ? 1 : t.shape[0];
-      out.set(t.name, { dtype: t.dtype, shape: [...t.shape], bytes: ck.readRows(t.name, 0, rows).slice() });
-    }
-    return out;
-  } finally {
-    ck.close();
-  }
-}
-
-function asF32(t: Loaded): Float32Array {
-  const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-  decodeFloats(out, t.bytes, t.dtype as FloatDType);
-  return out;
-}
-
-function codes(t: Loaded): Int8Array {
+function codes(t: LoadedTensor): Int8Array {
   return new Int8Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength);
 }
 
@@ -83,8 +67,8 @@ describe('convert tiny-llama3-fp16 with m3 + C8 matches msModelSlim w8a16-m3-c8'
   let out: string;
   let stdout: string;
   let report: { m3: { layer: number; subgraph: string; ratio: number; grid_index: number }[]; samples: number; tokens: number };
-  let ours: Map<string, Loaded>;
-  let theirs: Map<string, Loaded>;
+  let ours: Map<string, LoadedTensor>;
+  let theirs: Map<string, LoadedTensor>;
   let desc: Record<string, string>;
 
   beforeAll(() => {
@@ -95,8 +79,8 @@ describe('convert tiny-llama3-fp16 with m3 + C8 matches msModelSlim w8a16-m3-c8'
     expect(r.status).toBe(0);
     stdout = r.stdout;
     report = JSON.parse(readFileSync(reportPath, 'utf8'));
-    ours = loadAll(out);
-    theirs = loadAll(REF);
+    ours = loadAllTensors(out);
+    theirs = loadAllTensors(REF);
     desc = JSON.parse(readFileSync(join(REF, 'quant_model_description.json'), 'utf8')) as Record<string, string>;
   });
 
@@ -124,7 +108,7 @@ describe('convert tiny-llama3-fp16 with m3 + C8 matches msModelSlim w8a16-m3-c8'
     let linears = 0;
     for (const [name, t] of theirs) {
       if (t.dtype !== 'I8') continue;
-      const a = codes(ours.get(name) as Loaded);
+      const a = codes(ours.get(name) as LoadedTensor);
       const b = codes(t);
       let differ = 0;
       let worst = 0;
@@ -142,10 +126,10 @@ describe('convert tiny-llama3-fp16 with m3 + C8 matches msModelSlim w8a16-m3-c8'
 
   it(`weight_scale within ${SMOOTHED_REL_TOL} relative, weight_offset within 1`, () => {
     for (const [name, t] of theirs) {
-      if (name.endsWith('.weight_scale')) expect(maxRelError(asF32(ours.get(name) as Loaded), asF32(t)), name).toBeLessThan(SMOOTHED_REL_TOL);
+      if (name.endsWith('.weight_scale')) expect(maxRelError(tensorAsF32(ours.get(name) as LoadedTensor), tensorAsF32(t)), name).toBeLessThan(SMOOTHED_REL_TOL);
       if (name.endsWith('.weight_offset')) {
-        const a = asF32(ours.get(name) as Loaded);
-        asF32(t).forEach((o, i) => expect(Math.abs(a[i] - o), name).toBeLessThanOrEqual(1));
+        const a = tensorAsF32(ours.get(name) as LoadedTensor);
+        tensorAsF32(t).forEach((o, i) => expect(Math.abs(a[i] - o), name).toBeLessThanOrEqual(1));
       }
     }
   });
@@ -156,8 +140,8 @@ describe('convert tiny-llama3-fp16 with m3 + C8 matches msModelSlim w8a16-m3-c8'
     const bitExact = ['model.layers.0.input_layernorm.weight', 'model.layers.0.self_attn.q_proj.weight', 'model.layers.0.self_attn.k_proj.weight', 'model.layers.0.self_attn.v_proj.weight'];
     const smoothed = /layers\.\d+\.(input_layernorm|post_attention_layernorm)\.weight$|layers\.0\.mlp\.(gate|up)_proj\.weight$/;
     for (const name of floats) {
-      const a = asF32(ours.get(name) as Loaded);
-      const b = asF32(theirs.get(name) as Loaded);
+      const a = tensorAsF32(ours.get(name) as LoadedTensor);
+      const b = tensorAsF32(theirs.get(name) as LoadedTensor);
       if (name.endsWith('.bias')) expect(a.every((x) => x === 0), name).toBe(true);
       if (bitExact.includes(name) || !smoothed.test(name)) expect(Array.from(a), name).toEqual(Array.from(b));
       else expect(maxRelError(a, b), name).toBeLessThan(SMOOTHED_REL_TOL);
@@ -168,10 +152,10 @@ describe('convert tiny-llama3-fp16 with m3 + C8 matches msModelSlim w8a16-m3-c8'
     let n = 0;
     for (const [name, t] of theirs) {
       if (name.endsWith('.kv_cache_scale')) {
-        expect(maxRelError(asF32(ours.get(name) as Loaded), asF32(t)), name).toBeLessThan(KV_SCALE_REL_TOL);
+        expect(maxRelError(tensorAsF32(ours.get(name) as LoadedTensor), tensorAsF32(t)), name).toBeLessThan(KV_SCALE_REL_TOL);
         n++;
       }
-      if (name.endsWith('.kv_cache_offset')) expect(asF32(ours.get(name) as Loaded).every((x) => x === 0), name).toBe(true);
+      if (name.endsWith('.kv_cache_offset')) expect(tensorAsF32(ours.get(name) as LoadedTensor).every((x) => x === 0), name).toBe(true);
     }
     expect(n).toBe(8);
   });
@@ -191,15 +175,15 @@ describe('C8 without m3', () => {
     const out = join(work, 'c8');
     const r = runCli(['convert', '--model_path', SRC, '--save_directory', out, '--w_sym', 'False', '--use_kvcache_quant', 'True', '--calib_file', join(SRC, 'calib.jsonl'), ...DISABLED]);
     expect(r.status, r.stderr).toBe(0);
-    const ours = loadAll(out);
-    const rtn = loadAll(RTN);
+    const ours = loadAllTensors(out);
+    const rtn = loadAllTensors(RTN);
     const kvNames = [...ours.keys()].filter((n) => n.includes('kv_cache_'));
     expect(kvNames.length).toBe(16);
     expect([...ours.keys()].filter((n) => !n.includes('kv_cache_')).sort()).toEqual([...rtn.keys()].sort());
-    for (const [name, t] of rtn) expect(Array.from(asF32OrCodes(ours.get(name) as Loaded)), name).toEqual(Array.from(asF32OrCodes(t)));
+    for (const [name, t] of rtn) expect(Array.from(asF32OrCodes(ours.get(name) as LoadedTensor)), name).toEqual(Array.from(asF32OrCodes(t)));
     // Same statistics as the m3 run up to rounding: smoothing does not change k_proj / v_proj outputs mathematically.
-    const ref = loadAll(REF);
-    for (const n of kvNames.filter((x) => x.endsWith('scale'))) expect(maxRelError(asF32(ours.get(n) as Loaded), asF32(ref.get(n) as Loaded)), n).toBeLessThan(KV_SCALE_REL_TOL);
+    const ref = loadAllTensors(REF);
+    for (const n of kvNames.filter((x) => x.endsWith('scale'))) expect(maxRelError(tensorAsF32(ours.get(n) as LoadedTensor), tensorAsF32(ref.get(n) as LoadedTensor)), n).toBeLessThan(KV_SCALE_REL_TOL);
     const description = readFileSync(join(out, 'quant_model_description.json'), 'utf8');
     expect(description).toMatch(/^\{\n {2}"version": "1\.0\.0",\n {2}"model_quant_type": "W8A16",\n {2}"kv_cache_type": "C8",\n {2}"kv_quant_type": "C8",\n/);
     expect(description).not.toContain('layernorm.bias');
@@ -210,14 +194,14 @@ describe('C8 without m3', () => {
     const r = runCli(['convert', '--model_path', SRC, '--save_directory', out, '--w_sym', 'False', '--use_kvcache_quant', 'True', '--kv_sym', 'False', '--calib_file', join(SRC, 'calib.jsonl')]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('asymmetric k/v scales');
-    const offsets = [...loadAll(out)].filter(([n]) => n.endsWith('kv_cache_offset')).flatMap(([, t]) => Array.from(asF32(t)));
+    const offsets = [...loadAllTensors(out)].filter(([n]) => n.endsWith('kv_cache_offset')).flatMap(([, t]) => Array.from(tensorAsF32(t)));
     expect(offsets.every((o) => Number.isInteger(o) && o >= -128 && o <= 127)).toBe(true);
     expect(offsets.some((o) => o !== 0)).toBe(true);
   });
 });
 
-function asF32OrCodes(t: Loaded): Float32Array | Int8Array {
-  return t.dtype === 'I8' ? codes(t) : asF32(t);
+function asF32OrCodes(t: LoadedTensor): Float32Array | Int8Array {
+  return t.dtype === 'I8' ? codes(t) : tensorAsF32(t);
 }
 
 describe('calibration data errors', () => {

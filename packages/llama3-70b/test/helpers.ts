@@ -6,6 +6,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Checkpoint } from '@w8a16/format';
+import { decodeFloats, type FloatDType } from '@w8a16/quant-core';
 
 export const APP_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const REPO_ROOT = resolve(APP_ROOT, '../..');
@@ -119,4 +121,33 @@ export function writeTinyModel(dir: string, opts: Parameters<typeof writeRawSafe
   writeFileSync(join(dir, 'config.json'), JSON.stringify(opts.config ?? TINY_CONFIG, null, 2));
   writeRawSafetensors(join(dir, 'model.safetensors'), opts.tensors ?? tinyTensors(), opts);
   return dir;
+}
+
+/** One tensor of a written checkpoint, as raw bytes. */
+export interface LoadedTensor {
+  dtype: string;
+  shape: number[];
+  bytes: Uint8Array;
+}
+
+/** Every tensor of a checkpoint directory (single file or shards), by name. For small test checkpoints only. */
+export function loadAllTensors(dir: string): Map<string, LoadedTensor> {
+  const ck = Checkpoint.open(dir);
+  try {
+    const out = new Map<string, LoadedTensor>();
+    for (const t of ck.tensors) {
+      const rows = t.shape.length === 0 ? 1 : t.shape[0];
+      out.set(t.name, { dtype: t.dtype, shape: [...t.shape], bytes: ck.readRows(t.name, 0, rows).slice() });
+    }
+    return out;
+  } finally {
+    ck.close();
+  }
+}
+
+/** A float tensor's values as float32. */
+export function tensorAsF32(t: LoadedTensor): Float32Array {
+  const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
+  decodeFloats(out, t.bytes, t.dtype as FloatDType);
+  return out;
 }
