@@ -405,7 +405,7 @@ async function main() {
     }
   }
 
-  console.log(`\nread bandwidth: ${probes[0].how}, ${probes.length} probes (before each repeat, after the runs):`);
+  console.log(`\nread bandwidth: ${prober.how}, ${probes.length} probes (before each repeat, after the runs):`);
   for (const t of opts.threads) {
     console.log(`  ${t} thread(s): best ${fmt(bw[t].best, 1)}, median ${fmt(bw[t].median, 1)}, min ${fmt(bw[t].min, 1)} GB/s  [${bw[t].all.map((x) => fmt(x, 1)).join(', ')}]`);
   }
