@@ -1,5 +1,5 @@
 // Rotary-embedding inverse frequencies as HF transformers computes them (default and `rope_type: llama3`).
-// Pure functions; the backends turn the table into cos/sin (Backend.createRope).
+// Pure functions, and the cos/sin table both backends build from them (Backend.createRope).
 
 /** LLaMA-3.x frequency scaling (transformers `_compute_llama3_parameters`). */
 export interface Llama3RopeScaling {
@@ -52,4 +52,39 @@ export function computeInvFreq(config: RopeConfig): Float32Array {
     }
   }
   return inv;
+}
+
+/**
+ * cos/sin of pos·invFreq for positions 0..filled-1 (headDim/2 pairs per position), grown on demand by doubling.
+ * The angle is rounded to f32 first, as torch computes `inv_freq @ position_ids` in f32. Each backend subclasses
+ * it so its own rope handles stay distinguishable (a handle from another backend is refused).
+ */
+export class RopeAngleTable {
+  freed = false;
+  cos = new Float32Array(0);
+  sin = new Float32Array(0);
+  filled = 0;
+  constructor(
+    readonly headDim: number,
+    readonly invFreq: Float32Array,
+  ) {}
+  ensure(maxPos: number): void {
+    if (maxPos < this.filled) return;
+    const half = this.headDim / 2;
+    const want = Math.max(maxPos + 1, this.filled * 2, 256);
+    const cos = new Float32Array(want * half);
+    const sin = new Float32Array(want * half);
+    cos.set(this.cos);
+    sin.set(this.sin);
+    for (let p = this.filled; p < want; p++) {
+      for (let i = 0; i < half; i++) {
+        const a = Math.fround(p * this.invFreq[i]);
+        cos[p * half + i] = Math.cos(a);
+        sin[p * half + i] = Math.sin(a);
+      }
+    }
+    this.cos = cos;
+    this.sin = sin;
+    this.filled = want;
+  }
 }

@@ -26,6 +26,7 @@ import type {
 } from '../backend';
 import { asTypedWeight, bf16ToF32, f16ToF32Table, f32ToBf16Bits, f32ToF16Bits } from '../dtype';
 import { BackendError } from '../errors';
+import { RopeAngleTable } from '../rope';
 import { sampleRef } from '../sampling';
 import {
   ACL_DTYPE,
@@ -199,36 +200,8 @@ class AscendW8A16Linear implements LinearWeight {
   }
 }
 
-/** cos/sin of pos·invFreq on the host, grown on demand; rows are uploaded per call in the rotate_half layout. */
-class AscendRope implements RopeTable {
-  freed = false;
-  cos = new Float32Array(0);
-  sin = new Float32Array(0);
-  filled = 0;
-  constructor(
-    readonly headDim: number,
-    readonly invFreq: Float32Array,
-  ) {}
-  ensure(maxPos: number): void {
-    if (maxPos < this.filled) return;
-    const half = this.headDim / 2;
-    const want = Math.max(maxPos + 1, this.filled * 2, 256);
-    const cos = new Float32Array(want * half);
-    const sin = new Float32Array(want * half);
-    cos.set(this.cos);
-    sin.set(this.sin);
-    for (let p = this.filled; p < want; p++) {
-      for (let i = 0; i < half; i++) {
-        const a = Math.fround(p * this.invFreq[i]); // torch: inv_freq @ position_ids in f32, as the host backend
-        cos[p * half + i] = Math.cos(a);
-        sin[p * half + i] = Math.sin(a);
-      }
-    }
-    this.cos = cos;
-    this.sin = sin;
-    this.filled = want;
-  }
-}
+/** The Ascend rope handle: the shared cos/sin table on the host; rows are uploaded per call in the rotate_half layout. */
+class AscendRope extends RopeAngleTable implements RopeTable {}
 
 interface KvDeviceQuant {
   /** `[kvDim]` each, in the dtype aclnnQuantize takes with this activation dtype. */

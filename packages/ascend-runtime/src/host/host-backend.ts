@@ -26,6 +26,7 @@ import type {
 } from '../backend';
 import { asTypedWeight } from '../dtype';
 import { BackendError } from '../errors';
+import { RopeAngleTable } from '../rope';
 import { addRef, embeddingRef, rmsNormRef, siluMulRef } from '../ref';
 import { argmaxRef, sampleRef } from '../sampling';
 import { floatLinearJs, kvWriteJs, pagedAttentionJs, w8a16LinearJs, type AttentionScratch } from './js-kernels';
@@ -107,37 +108,8 @@ class HostW8A16Linear implements LinearWeight {
   }
 }
 
-/** cos/sin of pos·invFreq for positions 0..filled-1, grown on demand (headDim/2 pairs per position). */
-class HostRope implements RopeTable {
-  freed = false;
-  cos = new Float32Array(0);
-  sin = new Float32Array(0);
-  filled = 0;
-  constructor(
-    readonly headDim: number,
-    readonly invFreq: Float32Array,
-  ) {}
-  ensure(maxPos: number): void {
-    if (maxPos < this.filled) return;
-    const half = this.headDim / 2;
-    const want = Math.max(maxPos + 1, this.filled * 2, 256);
-    const cos = new Float32Array(want * half);
-    const sin = new Float32Array(want * half);
-    cos.set(this.cos);
-    sin.set(this.sin);
-    const f = Math.fround;
-    for (let p = this.filled; p < want; p++) {
-      for (let i = 0; i < half; i++) {
-        const a = f(p * this.invFreq[i]); // torch: inv_freq @ position_ids in f32
-        cos[p * half + i] = Math.cos(a);
-        sin[p * half + i] = Math.sin(a);
-      }
-    }
-    this.cos = cos;
-    this.sin = sin;
-    this.filled = want;
-  }
-}
+/** The host's rope handle: the shared cos/sin table, read directly by the rope kernels. */
+class HostRope extends RopeAngleTable implements RopeTable {}
 
 class HostKvCache implements KvCacheLayer {
   freed = false;
