@@ -43,7 +43,6 @@ class WorkerExecutor implements UnitExecutor {
   private readonly idle: Worker[] = [];
   private readonly queue: { id: number; unit: Unit }[] = [];
   private readonly pending = new Map<number, Pending>();
-  private readonly busy = new Map<Worker, number>();
   private nextId = 0;
   private failed: Error | undefined;
 
@@ -56,7 +55,6 @@ class WorkerExecutor implements UnitExecutor {
       w.on('message', (msg: { id: number; result?: UnitResult; error?: { code?: string; message: string; stack?: string } }) => {
         const p = this.pending.get(msg.id);
         this.pending.delete(msg.id);
-        this.busy.delete(w);
         this.idle.push(w);
         if (p) {
           if (msg.error) {
@@ -87,7 +85,6 @@ class WorkerExecutor implements UnitExecutor {
     while (this.idle.length > 0 && this.queue.length > 0) {
       const w = this.idle.pop() as Worker;
       const job = this.queue.shift() as { id: number; unit: Unit };
-      this.busy.set(w, job.id);
       w.postMessage(job);
     }
   }
