@@ -43,25 +43,40 @@ export interface M3GridInput {
   readonly rows: number;
   readonly scheme: QuantScheme;
   readonly nGrid: number;
+  /** `[nGrid, C]` m3ScaleGrid(x, ...) when the caller has it already (it is the same for every chunk of a group). */
+  readonly grid?: Float32Array;
+}
+
+/**
+ * The scale vector of every grid point, `[nGrid, C]`, as searchM3Scales forms them (float32 compute):
+ * m3ScalesInto of mean |x| at ratio g / nGrid. Costs nGrid·C torch-exact pow calls, so a group computes it once.
+ */
+export function m3ScaleGrid(x: Float32Array, tokens: number, C: number, nGrid: number): Float32Array {
+  const a = meanAbsPerChannel(x, tokens, C, 'f32');
+  const grid = new Float32Array(nGrid * C);
+  for (let g = 0; g < nGrid; g++) m3ScalesInto(grid.subarray(g * C, (g + 1) * C), a, g / nGrid, M3_MIN_SCALE, 'f32');
+  return grid;
 }
 
 /**
  * searchM3Scales(...).losses of one linear's row chunk (float32 compute), from the addon's m3GridLosses: the grid's
- * scales as searchM3Scales forms them (m3ScalesInto of mean |x|), Σ (x·e)² per grid point natively, divided by
+ * scales (the input's, or m3ScaleGrid of `x`, cached for the last `x`), Σ (x·e)² per grid point natively, divided by
  * tokens·rows as the search does. Returns null when a weight makes W⊙s non-finite or a loss is not finite: the
- * caller then runs the JS search, which reports the problem its own way. Caches the scales of the last `x`.
+ * caller then runs the JS search, which reports the problem its own way.
  */
 export function addonM3GridSearch(addon: Pick<HostAddon, 'm3GridLosses'>): (input: M3GridInput) => Float64Array | null {
   let lastX: Float32Array | null = null;
   let lastGrid = 0;
-  let scales = new Float32Array(0); // (nGrid, C) the grid's scale vectors for lastX
-  return ({ x, tokens, channels: C, w, rows, scheme, nGrid }) => {
-    if (x !== lastX || nGrid !== lastGrid || scales.length !== nGrid * C) {
-      const a = meanAbsPerChannel(x, tokens, C, 'f32');
-      scales = new Float32Array(nGrid * C);
-      for (let g = 0; g < nGrid; g++) m3ScalesInto(scales.subarray(g * C, (g + 1) * C), a, g / nGrid, M3_MIN_SCALE, 'f32');
-      lastX = x;
-      lastGrid = nGrid;
+  let cached: Float32Array = new Float32Array(0); // (nGrid, C) the grid's scale vectors for lastX
+  return ({ x, tokens, channels: C, w, rows, scheme, nGrid, grid }) => {
+    let scales = grid;
+    if (scales === undefined || scales.length !== nGrid * C) {
+      if (x !== lastX || nGrid !== lastGrid || cached.length !== nGrid * C) {
+        cached = m3ScaleGrid(x, tokens, C, nGrid);
+        lastX = x;
+        lastGrid = nGrid;
+      }
+      scales = cached;
     }
     const losses = new Float64Array(nGrid);
     const bad = addon.m3GridLosses(losses, x, tokens, C, w, rows, scales, nGrid, scheme === 'sym' ? 1 : 0, GRID_THREADS);

@@ -7,6 +7,7 @@ import { M3_MIN_SCALE, M3_N_GRID, m3ScalesForRatio, meanAbsPerChannel } from '@w
 import type { TensorInfo } from '@w8a16/format';
 import type { ComputeDType, FloatDType, QuantScheme } from '@w8a16/quant-core';
 import { CliError } from '../cli/errors';
+import { m3ScaleGrid } from './m3-kernel';
 import { rowsPerUnit, type M3SearchUnit, type UnitResult } from '../convert/units';
 
 /**
@@ -49,6 +50,9 @@ export function m3SearchUnits(
   opts: { scheme: QuantScheme; compute: ComputeDType; unitBytes?: number },
 ): M3SearchUnit[] {
   const units: M3SearchUnit[] = [];
+  // Every chunk of the group searches the same grid: its scales are formed here once, not once per chunk.
+  const C = group.linears[0]?.tensor.shape[1] ?? 0;
+  const grid = opts.compute === 'f32' && C > 0 && x.length === tokens * C ? m3ScaleGrid(x, tokens, C, M3_N_GRID) : undefined;
   for (const lin of group.linears) {
     const t = lin.tensor;
     const dtype = t.dtype as FloatDType;
@@ -72,6 +76,7 @@ export function m3SearchUnits(
         tokens,
         compute: opts.compute,
         scheme: opts.scheme,
+        grid,
       });
     }
   }

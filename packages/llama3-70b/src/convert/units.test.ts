@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { f32ToBf16, f32ToF16 } from '@w8a16/quant-core';
-import { firstNonFinite } from './units';
+import { applySmoothing, firstNonFinite } from './units';
 
 function bytes16(values: number[], enc: (x: number) => number, offset = 0): Uint8Array {
   const buf = new Uint8Array(offset + values.length * 2);
@@ -36,5 +36,29 @@ describe('firstNonFinite', () => {
     expect(firstNonFinite(new Uint8Array(f.buffer), 'F32')).toBe(-1);
     f[3] = -Infinity;
     expect(firstNonFinite(new Uint8Array(f.buffer), 'F32')).toBe(3);
+  });
+});
+
+describe('applySmoothing (float32)', () => {
+  // The f32 path relies on one rounding by the Float32Array store; this holds it to an explicit Math.fround per
+  // operation on values spread over many binades, scales included.
+  let seed = 12345;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const rows = 7;
+  const cols = 33;
+  const w0 = Float32Array.from({ length: rows * cols }, () => rand() * 2 ** Math.round(rand() * 20));
+  it('multiplies columns exactly as float32 arithmetic does', () => {
+    const s = Float32Array.from({ length: cols }, () => Math.abs(rand()) * 2 ** Math.round(rand() * 10) + 1e-4);
+    const w = w0.slice();
+    applySmoothing(w, 3, rows, cols, { op: 'mul-cols', s, compute: 'f32' });
+    const want = w0.map((v, i) => Math.fround(v * s[i % cols]));
+    expect(Array.from(w)).toEqual(Array.from(want));
+  });
+  it('divides elementwise from rowStart exactly as float32 arithmetic does', () => {
+    const s = Float32Array.from({ length: (rows + 3) * cols }, () => Math.abs(rand()) * 2 ** Math.round(rand() * 10) + 1e-4);
+    const w = w0.slice();
+    applySmoothing(w, 3, rows, cols, { op: 'div', s, compute: 'f32' });
+    const want = w0.map((v, i) => Math.fround(v / s[3 * cols + i]));
+    expect(Array.from(w)).toEqual(Array.from(want));
   });
 });

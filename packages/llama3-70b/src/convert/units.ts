@@ -11,8 +11,6 @@ import {
   quantizeRowsFromBytes,
   encodeFloats,
   QuantError,
-  quantErrorStats,
-  quantizeRows,
   roundTo,
   type ComputeDType,
   type FloatDType,
@@ -73,6 +71,8 @@ export interface M3SearchUnit extends SourceRows {
   readonly tokens: number;
   readonly compute: ComputeDType;
   readonly scheme: QuantScheme;
+  /** `[M3_N_GRID, cols]` the grid's scale vectors for `x` (m3ScaleGrid), shared by the group's chunks; float32 compute. */
+  readonly grid?: Float32Array;
 }
 
 export type Unit = QuantizeUnit | CopyUnit | M3SearchUnit;
@@ -154,12 +154,15 @@ export class UnitRunner {
     const n = u.rowCount * u.cols;
     if (this.q.length < n) this.q = new Int8Array(n);
     const out = { q: this.q.subarray(0, n), scale: new Float32Array(u.rowCount), offset: new Float32Array(u.rowCount) };
+    const stats = emptyQuantErrorStats();
     try {
-      quantizeRows(out, w, u.rowCount, u.cols, { scheme: u.scheme, compute: u.compute });
+      // The rows are float32 values now: the fused kernel quantizes them (and measures the error) straight from
+      // their F32 bytes, in one pass, with the same codes as quantizeRows.
+      const bytes = new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+      quantizeRowsFromBytes(out, bytes, 'F32', u.rowCount, u.cols, { scheme: u.scheme, compute: u.compute }, stats, u.rowStart);
     } catch (err) {
       throw this.located(u, err);
     }
-    const stats = quantErrorStats(w, out, u.rowCount, u.cols, u.rowStart);
     this.writeOut(u, new Uint8Array(out.q.buffer, out.q.byteOffset, n));
     return { bytesIn: raw.length, bytesOut: n, scale: out.scale, offset: out.offset, stats };
   }
@@ -216,7 +219,7 @@ export class UnitRunner {
       // which reports the problem with its own error.
       const native =
         this.m3native && u.compute === 'f32'
-          ? this.m3native({ x: u.x, tokens: u.tokens, channels: u.cols, w, rows: u.rowCount, scheme: u.scheme, nGrid: M3_N_GRID })
+          ? this.m3native({ x: u.x, tokens: u.tokens, channels: u.cols, w, rows: u.rowCount, scheme: u.scheme, nGrid: M3_N_GRID, grid: u.grid })
           : null;
       if (native) return { bytesIn, bytesOut: 0, losses: native };
       const r = searchM3Scales(
@@ -248,14 +251,26 @@ function loadM3Native(): ((input: M3GridInput) => Float64Array | null) | null {
 
 /** Applies a unit's m3 smoothing in place to rows rowStart.. of a tensor with `cols` columns (see UnitSmoothing). */
 export function applySmoothing(w: Float32Array, rowStart: number, rowCount: number, cols: number, sm: UnitSmoothing): void {
-  const R = sm.compute === 'f32' ? Math.fround : (x: number) => roundTo(x, sm.compute);
   const s = sm.s;
+  const first = rowStart * cols;
+  if (sm.op === 'mul-cols' && s.length !== cols) throw new CliError('E_INTERNAL', `smoothing: ${s.length} scales for rows of ${cols} columns`);
+  if (sm.op !== 'mul-cols' && first + rowCount * cols > s.length) {
+    throw new CliError('E_INTERNAL', `smoothing: ${s.length} scales for elements up to ${first + rowCount * cols}`);
+  }
+  if (sm.compute === 'f32') {
+    // The float32 store rounds once, which is exactly float32 arithmetic: a product of two float32 values is exact
+    // in float64, and a float64 quotient rounded again to float32 equals the float32 quotient (53 >= 2·24 + 2).
+    if (sm.op === 'mul-cols') {
+      for (let base = 0; base < rowCount * cols; base += cols) for (let j = 0; j < cols; j++) w[base + j] *= s[j];
+    } else {
+      for (let i = 0; i < rowCount * cols; i++) w[i] /= s[first + i];
+    }
+    return;
+  }
+  const R = (x: number) => roundTo(x, sm.compute);
   if (sm.op === 'mul-cols') {
-    if (s.length !== cols) throw new CliError('E_INTERNAL', `smoothing: ${s.length} scales for rows of ${cols} columns`);
     for (let base = 0; base < rowCount * cols; base += cols) for (let j = 0; j < cols; j++) w[base + j] = R(w[base + j] * s[j]);
   } else {
-    const first = rowStart * cols;
-    if (first + rowCount * cols > s.length) throw new CliError('E_INTERNAL', `smoothing: ${s.length} scales for elements up to ${first + rowCount * cols}`);
     for (let i = 0; i < rowCount * cols; i++) w[i] = R(w[i] / s[first + i]);
   }
 }
