@@ -73,7 +73,7 @@ const addon = loadHostAddon();
 const isas = Object.entries(NATIVE_ISA).filter(([, v]) => v <= addon.bestIsa());
 
 const SHAPES: { T: number; C: number; n: number; nGrid: number }[] = [
-  { T: 13, C: 64, n: 19, nGrid: 5 }, // n not a multiple of the 8-row chunk, T not of the 6-token tile
+  { T: 13, C: 64, n: 19, nGrid: 5 }, // n not a multiple of the 12-row chunk nor of the 6-row tile, T not of the 4-token tile
   { T: 7, C: 77, n: 6, nGrid: 4 }, // odd C: a masked tail of 13 columns
   { T: 5, C: 33, n: 1, nGrid: 3 }, // a single row
   { T: 1, C: 16, n: 9, nGrid: 2 }, // one token, C exactly one vector

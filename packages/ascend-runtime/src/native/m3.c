@@ -19,12 +19,14 @@
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 
-/* Rows per work item: their e (CHUNK_ROWS·C floats, 64 KiB at C = 2048) stays in L1/L2 while every token meets
+/* Rows per work item: their e (CHUNK_ROWS·C floats, 96 KiB at C = 2048) stays in L1/L2 while every token meets
  * it. Fixed, not derived from the thread count, so the float64 sums (per chunk, added in chunk order) are the
  * same bits whatever the thread count. */
-#define CHUNK_ROWS 8
-#define TILE_R 4 /* weight rows × tokens of one register tile: 24 accumulators of the 32 zmm registers */
-#define TILE_T 6
+#define CHUNK_ROWS 12
+/* weight rows × tokens of one register tile: 24 accumulators of the 32 zmm registers. 4 tokens, so a calibration
+ * sample's usual 64 (or any multiple of 4) tokens leave no tail; CHUNK_ROWS is a multiple of TILE_R. */
+#define TILE_R 6
+#define TILE_T 4
 #define LANES 16
 
 static const float QUANT_EPS_F = 1.1920928955078125e-07f; /* 2^-23, quant-core's QUANT_EPS */
@@ -129,58 +131,60 @@ static double sum_sq_scalar(const float *x, int T, int C, const float *e, int R)
   return total;
 }
 
+/* One register tile: RR weight rows × TT tokens, each dot a 16-lane FMA sum over the columns then a float32
+ * reduction (the same bits whatever the tile shape, so the tails below compute exactly what a full tile would). */
+#define M3_DEF_TILE(NAME, RR, TT)                                                                                  \
+  T512 static double NAME(const float *x, const float *e, int C, int full, __mmask16 tail) {                       \
+    __m512 acc[RR][TT];                                                                                            \
+    for (int a = 0; a < RR; a++)                                                                                   \
+      for (int b = 0; b < TT; b++) acc[a][b] = _mm512_setzero_ps();                                                \
+    for (int j = 0; j < full; j += LANES) {                                                                        \
+      __m512 xv[TT];                                                                                               \
+      for (int b = 0; b < TT; b++) xv[b] = _mm512_loadu_ps(x + (size_t)b * C + j);                                 \
+      for (int a = 0; a < RR; a++) {                                                                               \
+        __m512 ev = _mm512_loadu_ps(e + (size_t)a * C + j);                                                        \
+        for (int b = 0; b < TT; b++) acc[a][b] = _mm512_fmadd_ps(ev, xv[b], acc[a][b]);                            \
+      }                                                                                                            \
+    }                                                                                                              \
+    if (tail) {                                                                                                    \
+      __m512 xv[TT];                                                                                               \
+      for (int b = 0; b < TT; b++) xv[b] = _mm512_maskz_loadu_ps(tail, x + (size_t)b * C + full);                  \
+      for (int a = 0; a < RR; a++) {                                                                               \
+        __m512 ev = _mm512_maskz_loadu_ps(tail, e + (size_t)a * C + full);                                         \
+        for (int b = 0; b < TT; b++) acc[a][b] = _mm512_fmadd_ps(ev, xv[b], acc[a][b]);                            \
+      }                                                                                                            \
+    }                                                                                                              \
+    double total = 0;                                                                                              \
+    for (int a = 0; a < RR; a++)                                                                                   \
+      for (int b = 0; b < TT; b++) {                                                                               \
+        double d = _mm512_reduce_add_ps(acc[a][b]);                                                                \
+        total += d * d;                                                                                            \
+      }                                                                                                            \
+    return total;                                                                                                  \
+  }
+
+M3_DEF_TILE(tile_full, TILE_R, TILE_T) /* 24 accumulators */
+M3_DEF_TILE(tile_row, 1, TILE_T)       /* a leftover row: still TILE_T independent chains */
+M3_DEF_TILE(tile_tok, TILE_R, 1)       /* a leftover token against TILE_R rows */
+M3_DEF_TILE(tile_one, 1, 1)
+
 T512 static double sum_sq_512(const float *x, int T, int C, const float *e, int R) {
   int full = C & ~(LANES - 1);
   __mmask16 tail = (__mmask16)((1u << (C & (LANES - 1))) - 1);
   double total = 0;
   int t = 0;
   for (; t + TILE_T <= T; t += TILE_T) {
+    const float *xt = x + (size_t)t * C;
     int r = 0;
-    for (; r + TILE_R <= R; r += TILE_R) {
-      __m512 acc[TILE_R][TILE_T];
-      for (int a = 0; a < TILE_R; a++)
-        for (int b = 0; b < TILE_T; b++) acc[a][b] = _mm512_setzero_ps();
-      for (int j = 0; j < full; j += LANES) {
-        __m512 xv[TILE_T];
-        for (int b = 0; b < TILE_T; b++) xv[b] = _mm512_loadu_ps(x + (size_t)(t + b) * C + j);
-        for (int a = 0; a < TILE_R; a++) {
-          __m512 ev = _mm512_loadu_ps(e + (size_t)(r + a) * C + j);
-          for (int b = 0; b < TILE_T; b++) acc[a][b] = _mm512_fmadd_ps(ev, xv[b], acc[a][b]);
-        }
-      }
-      if (tail) {
-        __m512 xv[TILE_T];
-        for (int b = 0; b < TILE_T; b++) xv[b] = _mm512_maskz_loadu_ps(tail, x + (size_t)(t + b) * C + full);
-        for (int a = 0; a < TILE_R; a++) {
-          __m512 ev = _mm512_maskz_loadu_ps(tail, e + (size_t)(r + a) * C + full);
-          for (int b = 0; b < TILE_T; b++) acc[a][b] = _mm512_fmadd_ps(ev, xv[b], acc[a][b]);
-        }
-      }
-      for (int a = 0; a < TILE_R; a++)
-        for (int b = 0; b < TILE_T; b++) {
-          double d = _mm512_reduce_add_ps(acc[a][b]);
-          total += d * d;
-        }
-    }
-    for (; r < R; r++)
-      for (int b = 0; b < TILE_T; b++) {
-        const float *xt = x + (size_t)(t + b) * C, *er = e + (size_t)r * C;
-        __m512 acc = _mm512_setzero_ps();
-        for (int j = 0; j < full; j += LANES) acc = _mm512_fmadd_ps(_mm512_loadu_ps(er + j), _mm512_loadu_ps(xt + j), acc);
-        if (tail) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, er + full), _mm512_maskz_loadu_ps(tail, xt + full), acc);
-        double d = _mm512_reduce_add_ps(acc);
-        total += d * d;
-      }
+    for (; r + TILE_R <= R; r += TILE_R) total += tile_full(xt, e + (size_t)r * C, C, full, tail);
+    for (; r < R; r++) total += tile_row(xt, e + (size_t)r * C, C, full, tail);
   }
-  for (; t < T; t++)
-    for (int r = 0; r < R; r++) {
-      const float *xt = x + (size_t)t * C, *er = e + (size_t)r * C;
-      __m512 acc = _mm512_setzero_ps();
-      for (int j = 0; j < full; j += LANES) acc = _mm512_fmadd_ps(_mm512_loadu_ps(er + j), _mm512_loadu_ps(xt + j), acc);
-      if (tail) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, er + full), _mm512_maskz_loadu_ps(tail, xt + full), acc);
-      double d = _mm512_reduce_add_ps(acc);
-      total += d * d;
-    }
+  for (; t < T; t++) {
+    const float *xt = x + (size_t)t * C;
+    int r = 0;
+    for (; r + TILE_R <= R; r += TILE_R) total += tile_tok(xt, e + (size_t)r * C, C, full, tail);
+    for (; r < R; r++) total += tile_one(xt, e + (size_t)r * C, C, full, tail);
+  }
   return total;
 }
 

@@ -51,6 +51,8 @@ export interface ConvertOptions {
   readonly kvCache?: boolean;
   /** C8 symmetry: true (msModelSlim's default, offsets 0) or false (asymmetric). */
   readonly kvSym?: boolean;
+  /** C8 K statistics after RoPE (true) or from the k_proj output as msModelSlim (false, the default). */
+  readonly kvPostRope?: boolean;
   /** JSON Lines calibration file (`inputs_pretokenized` or `input_ids` per line). */
   readonly calibFile?: string;
   /** Calibration texts given inline. */
@@ -88,6 +90,8 @@ export interface CalibrationSummary {
   /** Layers with C8 scales. */
   readonly kvLayers: number;
   readonly kvSym?: boolean;
+  /** Where the K statistics were taken: after RoPE, or from the k_proj output (msModelSlim). */
+  readonly kvPostRope?: boolean;
 }
 
 export interface WorstRow {
@@ -178,7 +182,7 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
       calib = startCalibration(ckpt, config, samples, {
         backend,
         m3: m3 ? { scheme: plan.scheme, compute: plan.compute } : undefined,
-        kv: kvCache ? { sym: opts.kvSym ?? true } : undefined,
+        kv: kvCache ? { sym: opts.kvSym ?? true, postRope: opts.kvPostRope ?? false } : undefined,
         runUnit: (u: M3SearchUnit) => executor.run(u),
         onLayer: hooks.onCalibrate,
         signal: calibAbort.signal,
@@ -279,8 +283,21 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
     // without queueing the whole model.
     const window = Math.max(2, threads * 2);
     const inFlight = new Set<Promise<void>>();
-    for (const job of plan.jobs) {
+    // Ready first: a tensor that waits for a layer's calibration would hold a window slot idle, so the next job
+    // is the first in plan order whose calibration (if any) is done, and a waiting one only when none is.
+    const calibrated = new Set<number>();
+    if (calibration) {
+      for (let l = 0; l < config.nLayers; l++) calibration.layer(l).then(() => calibrated.add(l), () => undefined);
+    }
+    const isReady = (job: TensorJob): boolean => {
+      if (job.kind === 'calib') return job.value.kind !== 'kv' || calibrated.has(job.value.layer);
+      return !job.smooth || calibrated.has(job.smooth.layer);
+    };
+    const queue = [...plan.jobs];
+    while (queue.length > 0) {
       if (hooks.signal?.aborted) throw new CliError('E_INTERRUPTED', 'conversion interrupted');
+      const i = queue.findIndex(isReady);
+      const [job] = queue.splice(Math.max(i, 0), 1);
       const p = runJob(job).finally(() => inFlight.delete(p));
       inFlight.add(p);
       if (inFlight.size >= window) await Promise.race(inFlight);
@@ -396,7 +413,7 @@ function calibrationSummary(r: CalibrationResult, opts: ConvertOptions): Calibra
     seconds: r.seconds,
     m3,
     kvLayers,
-    ...(kvLayers > 0 ? { kvSym: opts.kvSym ?? true } : {}),
+    ...(kvLayers > 0 ? { kvSym: opts.kvSym ?? true, kvPostRope: opts.kvPostRope ?? false } : {}),
   };
 }
 
@@ -418,6 +435,7 @@ function calibReportJson(r: CalibrationResult, opts: ConvertOptions): unknown {
     seconds: r.seconds,
     anti_method: opts.antiMethod ?? null,
     kv_sym: opts.kvCache ? (opts.kvSym ?? true) : null,
+    kv_post_rope: opts.kvCache ? (opts.kvPostRope ?? false) : null,
     m3,
     kv,
   };

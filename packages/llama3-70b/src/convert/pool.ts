@@ -42,6 +42,11 @@ class WorkerExecutor implements UnitExecutor {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
   private readonly queue: { id: number; unit: Unit }[] = [];
+  /**
+   * m3 search chunks jump the queue: the tensors of a layer wait for its m3 choice, so the searches are the
+   * critical path, while any queued conversion unit can run later without delaying anything.
+   */
+  private readonly urgent: { id: number; unit: Unit }[] = [];
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   private failed: Error | undefined;
@@ -82,9 +87,9 @@ class WorkerExecutor implements UnitExecutor {
   }
 
   private pump(): void {
-    while (this.idle.length > 0 && this.queue.length > 0) {
+    while (this.idle.length > 0 && this.urgent.length + this.queue.length > 0) {
       const w = this.idle.pop() as Worker;
-      const job = this.queue.shift() as { id: number; unit: Unit };
+      const job = (this.urgent.shift() ?? this.queue.shift()) as { id: number; unit: Unit };
       w.postMessage(job);
     }
   }
@@ -94,7 +99,7 @@ class WorkerExecutor implements UnitExecutor {
     const id = this.nextId++;
     return new Promise<UnitResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.queue.push({ id, unit });
+      (unit.kind === 'm3search' ? this.urgent : this.queue).push({ id, unit });
       this.pump();
     });
   }
