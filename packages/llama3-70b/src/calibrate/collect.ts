@@ -2,7 +2,8 @@
 // layer's weights resident at a time, every sample's hidden states [tokens, hidden] kept between layers) and
 // collects only what the recipe needs: the two norm outputs of the first sample per layer, handed at once to
 // the m3 search (row chunks on the unit executor), and per-channel min/max of every k_proj / v_proj output
-// (pre-RoPE) over all samples and tokens. Not the conversion (convert/) nor the m3 math (@w8a16/anti-outlier).
+// over all samples and tokens (K pre-RoPE as msModelSlim, or post-RoPE on request; V has no RoPE).
+// Not the conversion (convert/) nor the m3 math (@w8a16/anti-outlier).
 
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Backend, FloatWeightDType, KvCacheLayer, LinearWeight, RopeTable, Tensor } from '@w8a16/ascend-runtime';
@@ -25,13 +26,22 @@ export interface CalibrationOptions {
   /** m3 search settings (msModelSlim: the later quantizer's symmetry; compute dtype of the quantizer). */
   readonly m3?: { readonly scheme: QuantScheme; readonly compute: ComputeDType; readonly unitBytes?: number };
   /** C8: per-channel k/v min/max, turned into scales symmetric (msModelSlim's default) or not. */
-  readonly kv?: { readonly sym: boolean };
+  readonly kv?: KvCalibrationOptions;
   /** Where the float forward runs. */
   readonly backend: Backend;
   /** Runs one m3 search chunk: a worker pool's `run`, or a UnitRunner inline. */
   readonly runUnit: (u: M3SearchUnit) => Promise<UnitResult>;
   readonly onLayer?: (p: CalibrationProgress) => void;
   readonly signal?: AbortSignal;
+}
+
+export interface KvCalibrationOptions {
+  readonly sym: boolean;
+  /**
+   * Take the K statistics after RoPE (positions 0..T-1 of each sample, as the runtime rotates K before it writes
+   * the int8 cache) instead of from the k_proj output as msModelSlim does (spec §3.2, §3.4). V is the same either way.
+   */
+  readonly postRope?: boolean;
 }
 
 export interface CalibrationProgress {
@@ -147,7 +157,8 @@ async function runCalibration(
   const base = { xb: alloc(H), q: alloc(qDim), k: alloc(kvDim), v: alloc(kvDim), att: alloc(qDim), out: alloc(H), hb: alloc(c.intermediateSize), hb2: alloc(c.intermediateSize) };
   const normHost = new Float32Array(maxT * H); // (T, hidden) a norm output on the host
   const outHost = new Float32Array(maxT * H); // (T, hidden) o_proj / down_proj output on the host
-  const kvHost = new Float32Array(maxT * kvDim); // (T, kvDim) k or v before RoPE
+  const kvHost = new Float32Array(maxT * kvDim); // (T, kvDim) k (before or after RoPE) or v
+  const kPostRope = opts.kv?.postRope === true;
   const scratch = new Float32Array(H);
   const numBlocks = Math.ceil(maxT / CALIB_BLOCK_SIZE);
   const cache: KvCacheLayer = be.createKvCache({ numBlocks, blockSize: CALIB_BLOCK_SIZE, nKvHeads: c.nKvHeads, headDim: c.headDim, dtype: 'f32' });
@@ -175,21 +186,25 @@ async function runCalibration(
           const [xb, q, k, v, att, out, hb, hb2] = [base.xb, base.q, base.k, base.v, base.att, base.out, base.hb, base.hb2].map(view);
           const normed = normHost.subarray(0, T * H);
 
-          // attention: rmsnorm -> q, k, v (k, v observed pre-RoPE) -> rope -> causal attention over this sample -> o
+          // attention: rmsnorm -> q, k, v (v observed; k observed here or after rope) -> rope -> causal attention -> o
           rmsNormTorchF32(normed, h, T, H, W.inNorm, c.rmsNormEps, scratch);
           if (opts.m3 && si === 0) searches.qkv = search(ckpt, opts, l, 'qkv', normed.slice(), T);
           be.upload(xb, normed);
           be.linear(q, xb, W.q);
           be.linear(k, xb, W.k);
           be.linear(v, xb, W.v);
+          const kvRows = kvHost.subarray(0, T * kvDim);
           if (kStats && vStats) {
-            const kv = kvHost.subarray(0, T * kvDim);
-            updateMinMax(kStats.min, kStats.max, be.download(k, kv), T);
-            updateMinMax(vStats.min, vStats.max, be.download(v, kv), T);
+            if (!kPostRope) updateMinMax(kStats.min, kStats.max, be.download(k, kvRows), T);
+            updateMinMax(vStats.min, vStats.max, be.download(v, kvRows), T);
           }
-          // The last layer's output feeds nothing; only the first sample's MLP input is still wanted (m3).
-          if (last && !(opts.m3 && si === 0)) continue;
+          // The last layer's output feeds nothing: only the first sample's MLP input is still wanted there (m3),
+          // and the rotated K when C8 takes post-RoPE statistics.
+          const attentionWanted = !last || (opts.m3 !== undefined && si === 0);
+          if (!attentionWanted && !(kStats && kPostRope)) continue;
           be.rope(q, k, positions.subarray(0, T), rope);
+          if (kStats && kPostRope) updateMinMax(kStats.min, kStats.max, be.download(k, kvRows), T);
+          if (!attentionWanted) continue;
           be.kvWrite(cache, k, v, positions.subarray(0, T));
           be.pagedAttention(att, q, cache, {
             numSeqs: 1,

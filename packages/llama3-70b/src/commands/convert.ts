@@ -40,7 +40,10 @@ export function formatConvertSummary(s: ConvertSummary): string {
     for (const c of cal.m3) byLayer.set(c.layer, [...(byLayer.get(c.layer) ?? []), c.ratio.toFixed(2)]);
     const cells = [...byLayer].map(([l, r]) => `L${l} ${r.join('/')}`);
     for (let i = 0; i < cells.length; i += 8) lines.push(`  ${i === 0 ? 'm3 qkv/gateup' : '             '} ${cells.slice(i, i + 8).join('  ')}`);
-    if (cal.kvLayers > 0) lines.push(`  C8           ${cal.kvLayers} layers, ${cal.kvSym === false ? 'asymmetric' : 'symmetric'} k/v scales`);
+    if (cal.kvLayers > 0) {
+      const kStats = cal.kvPostRope ? 'K statistics post-RoPE' : 'K statistics pre-RoPE (as msModelSlim)';
+      lines.push(`  C8           ${cal.kvLayers} layers, ${cal.kvSym === false ? 'asymmetric' : 'symmetric'} k/v scales, ${kStats}`);
+    }
   }
   lines.push(`  time         ${formatDuration(s.seconds)} (${formatRate(s.bytesIn, s.seconds)} in, ${s.threads} thread${s.threads === 1 ? '' : 's'})`);
   lines.push(`  files        ${s.files.join(', ')}`);

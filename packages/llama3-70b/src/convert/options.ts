@@ -25,6 +25,10 @@ export const CONVERT_FLAGS: Readonly<Record<string, FlagSpec>> = {
   act_method: { kind: 'int', help: 'activation observer 1|2|3 (no effect on W8A16, as in msModelSlim)' },
   use_kvcache_quant: { kind: 'bool', help: 'calibrate an int8 KV cache (C8; needs --calib_file or --calib_texts)' },
   kv_sym: { kind: 'bool', help: 'C8 scales symmetric, offsets 0 (default True, as msModelSlim) or asymmetric (False); not a quantifier.py flag' },
+  kv_calibrate_post_rope: {
+    kind: 'bool',
+    help: 'C8 K scales from K after RoPE, as the cache stores it (True), or from the k_proj output as msModelSlim (default False); not a quantifier.py flag',
+  },
   calib_report: { kind: 'string', help: 'also write the calibration choices (m3 ratios and grid losses, K/V ranges) as JSON to this file' },
   tokenizer_args: { kind: 'string', help: 'JSON object of tokenizer options for calibration, e.g. {"padding_side":"left"}' },
   use_fa_quant: { kind: 'bool', help: 'FA3 attention quantization (not supported)' },
@@ -75,6 +79,7 @@ export function convertOptionsFromFlags(flags: ParsedFlags): ConvertOptions {
     throw new CliError('E_USAGE', `${what} needs calibration data: give --calib_file FILE.jsonl or --calib_texts TEXT [TEXT ...]`);
   }
   if (flags.has('kv_sym') && !kvCache) throw new CliError('E_USAGE', '--kv_sym only applies with --use_kvcache_quant True');
+  if (flags.has('kv_calibrate_post_rope') && !kvCache) throw new CliError('E_USAGE', '--kv_calibrate_post_rope only applies with --use_kvcache_quant True');
   if (get(flags, 'use_fa_quant', false)) throw new CliError('E_UNSUPPORTED', '--use_fa_quant True is not supported (W8A16 only)');
   if (get(flags, 'use_reduce_quant', false)) throw new CliError('E_UNSUPPORTED', '--use_reduce_quant True is not supported (W8A16 only)');
   const level = get(flags, 'disable_level', 'L0');
@@ -108,7 +113,7 @@ export function convertOptionsFromFlags(flags: ParsedFlags): ConvertOptions {
     force: get(flags, 'force', false),
     threads,
     ...(anti === 'm3' ? { antiMethod: 'm3' as const } : {}),
-    ...(kvCache ? { kvCache: true, kvSym: get(flags, 'kv_sym', true) } : {}),
+    ...(kvCache ? { kvCache: true, kvSym: get(flags, 'kv_sym', true), kvPostRope: get(flags, 'kv_calibrate_post_rope', false) } : {}),
     ...(calibFile ? { calibFile } : {}),
     ...(calibTexts ? { calibTexts } : {}),
     tokenizerArgs,
