@@ -3,7 +3,7 @@
 import { formatFlagHelp } from '../cli/args';
 import { formatBytes, formatDuration, formatRate } from '../cli/format';
 import { ProgressReporter } from '../cli/progress';
-import { convertCheckpoint, type ConvertSummary } from '../convert/convert';
+import { convertCheckpoint, type ConvertOptions, type ConvertSummary } from '../convert/convert';
 import { CONVERT_FLAGS, parseConvertArgs } from '../convert/options';
 
 export const CONVERT_USAGE = `usage: llama3-70b convert --model_path DIR --save_directory DIR [flags]
@@ -51,26 +51,35 @@ export function formatConvertSummary(s: ConvertSummary): string {
   return lines.join('\n');
 }
 
+/**
+ * Converts with the CLI's progress bar, warnings and calibration lines on stderr, then prints the summary on stdout.
+ * `convert` and the demo's convert step both run this.
+ */
+export async function convertWithProgress(opts: ConvertOptions, signal: AbortSignal): Promise<ConvertSummary> {
+  const progress = new ProgressReporter();
+  const summary = await convertCheckpoint(opts, {
+    signal,
+    onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+    onCalibrate: (p) => process.stderr.write(`calibration: layer ${p.layersDone}/${p.layers} forward pass done\n`),
+    onProgress: (p) =>
+      progress.update({ label: p.tensor, note: p.kind, done: p.tensorsDone, total: p.tensorsTotal, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }),
+  });
+  progress.finish();
+  process.stdout.write(`${formatConvertSummary(summary)}\n`);
+  return summary;
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const opts = parseConvertArgs(argv);
   if (opts === 'help') {
     process.stdout.write(`${CONVERT_USAGE}\n`);
     return 0;
   }
-  const progress = new ProgressReporter();
   const abort = new AbortController();
   const onSigint = () => abort.abort();
   process.once('SIGINT', onSigint);
   try {
-    const summary = await convertCheckpoint(opts, {
-      signal: abort.signal,
-      onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
-      onCalibrate: (p) => process.stderr.write(`calibration: layer ${p.layersDone}/${p.layers} forward pass done\n`),
-      onProgress: (p) =>
-        progress.update({ label: p.tensor, note: p.kind, done: p.tensorsDone, total: p.tensorsTotal, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }),
-    });
-    progress.finish();
-    process.stdout.write(`${formatConvertSummary(summary)}\n`);
+    await convertWithProgress(opts, abort.signal);
     return 0;
   } finally {
     process.off('SIGINT', onSigint);

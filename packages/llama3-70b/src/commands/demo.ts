@@ -8,10 +8,9 @@ import { parseFlags, formatFlagHelp, type FlagSpec } from '../cli/args';
 import { CliError } from '../cli/errors';
 import { formatBytes, formatDuration } from '../cli/format';
 import { ProgressReporter } from '../cli/progress';
-import { convertCheckpoint } from '../convert/convert';
 import { parseConvertArgs } from '../convert/options';
 import { BUILTIN_SEED, ensureBuiltinModel, GENERATOR_SPECS, resolveCacheDir, specWeightBytes } from '../builtin';
-import { formatConvertSummary } from './convert';
+import { convertWithProgress } from './convert';
 import { main as runMain, RUN_DEFAULTS } from './run';
 
 /**
@@ -103,15 +102,7 @@ const convertStep: DemoStep = {
     const opts = parseConvertArgs(argv);
     if (opts === 'help') throw new CliError('E_INTERNAL', 'demo: unexpected --help in the convert flags');
     out(`  llama3-70b convert ${argv.join(' ')}`);
-    const progress = new ProgressReporter();
-    const summary = await convertCheckpoint(opts, {
-      signal: ctx.signal,
-      onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
-      onProgress: (p) =>
-        progress.update({ label: p.tensor, note: p.kind, done: p.tensorsDone, total: p.tensorsTotal, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }),
-    });
-    progress.finish();
-    out(formatConvertSummary(summary));
+    await convertWithProgress(opts, ctx.signal);
   },
 };
 
