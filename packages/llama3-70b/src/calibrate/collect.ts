@@ -2,11 +2,12 @@
 // layer's weights resident at a time, every sample's hidden states [tokens, hidden] kept between layers) and
 // collects only what the recipe needs: the two norm outputs of the first sample per layer, handed at once to
 // the m3 search (row chunks on the unit executor), and per-channel min/max of every k_proj / v_proj output
-// over all samples and tokens (K pre-RoPE as msModelSlim, or post-RoPE on request; V has no RoPE).
-// Not the conversion (convert/) nor the m3 math (@w8a16/anti-outlier).
+// over all samples and tokens (K pre-RoPE as msModelSlim, or post-RoPE on request; V has no RoPE). The backend's
+// activations set the dtype of its linears' outputs (f32 on the host, f16 on the NPU); norms, residual adds and the
+// statistics stay f32 on the host. Not the conversion (convert/) nor the m3 math (@w8a16/anti-outlier).
 
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, FloatWeightDType, KvCacheLayer, LinearWeight, RopeTable, Tensor } from '@w8a16/ascend-runtime';
+import type { ActDType, Backend, FloatWeightDType, KvCacheDType, KvCacheLayer, LinearWeight, RopeTable, Tensor } from '@w8a16/ascend-runtime';
 import type { Checkpoint, LlamaConfig } from '@w8a16/format';
 import { createMinMax, kvScalesFromMinMax, updateMinMax, type KvQuantScales } from '@w8a16/kvcache-int8';
 import { decodeFloats, DTYPE_TRAITS, isFloatDType, type ComputeDType, type FloatDType, type QuantScheme } from '@w8a16/quant-core';
@@ -21,6 +22,13 @@ import { rmsNormTorchF32 } from './torch-norm';
 const CALIB_BLOCK_SIZE = 128;
 
 const FLOAT_DTYPES: Record<string, FloatWeightDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
+
+/**
+ * The temporary KV cache holds K and V in the activation dtype: attention reads them beside queries of that dtype,
+ * and the NPU's attention takes FLOAT16/BFLOAT16/INT8 KV only (an f32 cache under f16 queries is rejected on
+ * Atlas A2). The Backend has no bf16 cache dtype, so bf16 activations cannot calibrate.
+ */
+const KV_CACHE_FOR_ACTIVATIONS: Record<ActDType, KvCacheDType | undefined> = { f32: 'f32', f16: 'f16', bf16: undefined };
 
 export interface CalibrationOptions {
   /** m3 search settings (msModelSlim: the later quantizer's symmetry; compute dtype of the quantizer). */
@@ -66,6 +74,9 @@ export interface LayerCalibration {
 
 export interface CalibrationResult {
   readonly layers: LayerCalibration[];
+  /** Where the forward pass ran: the backend's name (`host`, `ascend`) and its activation dtype. */
+  readonly backend: string;
+  readonly activations: ActDType;
   readonly samples: number;
   /** Tokens pushed through the model (only the first sample when m3 alone is asked for). */
   readonly tokens: number;
@@ -152,7 +163,7 @@ async function runCalibration(
   // hidden states of every sample, kept across layers: (T_s, hidden) each
   const hidden = samples.map((s) => embedRows(ckpt, s.ids, H));
 
-  // run state, sized for the longest sample; views of T rows per sample
+  // run state, sized for the longest sample, in the backend's activation dtype; views of T rows per sample
   const alloc = (cols: number) => be.alloc(maxT, cols);
   const base = { xb: alloc(H), q: alloc(qDim), k: alloc(kvDim), v: alloc(kvDim), att: alloc(qDim), out: alloc(H), hb: alloc(c.intermediateSize), hb2: alloc(c.intermediateSize) };
   const normHost = new Float32Array(maxT * H); // (T, hidden) a norm output on the host
@@ -161,14 +172,23 @@ async function runCalibration(
   const kPostRope = opts.kv?.postRope === true;
   const scratch = new Float32Array(H);
   const numBlocks = Math.ceil(maxT / CALIB_BLOCK_SIZE);
-  const cache: KvCacheLayer = be.createKvCache({ numBlocks, blockSize: CALIB_BLOCK_SIZE, nKvHeads: c.nKvHeads, headDim: c.headDim, dtype: 'f32' });
-  const rope: RopeTable = be.createRope(c.headDim, ropeInvFreq(c));
+  const activations = base.k.dtype;
+  let cache: KvCacheLayer | undefined;
+  let rope: RopeTable | undefined;
   const positions = Int32Array.from({ length: maxT }, (_, i) => i);
   const blockTables = Int32Array.from({ length: numBlocks }, (_, i) => i);
 
   const pending: Promise<void>[] = [];
   let forwardMs = 0;
   try {
+    const cacheDType = KV_CACHE_FOR_ACTIVATIONS[activations];
+    if (!cacheDType) {
+      throw new CliError('E_UNSUPPORTED', `calibration on the ${be.info.name} backend: ${activations} activations have no matching KV cache dtype (f32 or f16 activations only)`);
+    }
+    cache = be.createKvCache({ numBlocks, blockSize: CALIB_BLOCK_SIZE, nKvHeads: c.nKvHeads, headDim: c.headDim, dtype: cacheDType });
+    rope = be.createRope(c.headDim, ropeInvFreq(c));
+    const kvCache = cache;
+    const ropeTable = rope;
     for (let l = 0; l < c.nLayers; l++) {
       const layerStart = performance.now();
       const p = `model.layers.${l}`;
@@ -202,11 +222,11 @@ async function runCalibration(
           // and the rotated K when C8 takes post-RoPE statistics.
           const attentionWanted = !last || (opts.m3 !== undefined && si === 0);
           if (!attentionWanted && !(kStats && kPostRope)) continue;
-          be.rope(q, k, positions.subarray(0, T), rope);
+          be.rope(q, k, positions.subarray(0, T), ropeTable);
           if (kStats && kPostRope) updateMinMax(kStats.min, kStats.max, be.download(k, kvRows), T);
           if (!attentionWanted) continue;
-          be.kvWrite(cache, k, v, positions.subarray(0, T));
-          be.pagedAttention(att, q, cache, {
+          be.kvWrite(kvCache, k, v, positions.subarray(0, T));
+          be.pagedAttention(att, q, kvCache, {
             numSeqs: 1,
             queryStart: Int32Array.of(0, T),
             positions: positions.subarray(0, T),
@@ -247,11 +267,11 @@ async function runCalibration(
     await Promise.all(pending);
   } finally {
     for (const t of Object.values(base)) be.free(t);
-    be.freeWeight(cache);
-    be.freeWeight(rope);
+    if (cache) be.freeWeight(cache);
+    if (rope) be.freeWeight(rope);
   }
   const results = await Promise.all(deferreds.map((d) => d.promise));
-  return { layers: results, samples: samples.length, tokens, forwardSeconds: forwardMs / 1000, seconds: (performance.now() - started) / 1000 };
+  return { layers: results, backend: be.info.name, activations, samples: samples.length, tokens, forwardSeconds: forwardMs / 1000, seconds: (performance.now() - started) / 1000 };
 }
 
 function kvStats(mm: { min: Float32Array; max: Float32Array }, sym: boolean): KvLayerStats {

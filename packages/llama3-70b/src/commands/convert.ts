@@ -33,7 +33,8 @@ export function formatConvertSummary(s: ConvertSummary): string {
   const cal = s.calibration;
   if (cal) {
     lines.push(
-      `  calibration  ${cal.samples} sample${cal.samples === 1 ? '' : 's'}, ${cal.tokens} tokens; forward ${formatDuration(cal.forwardSeconds)}, with m3 searches ${formatDuration(cal.seconds)}`,
+      `  calibration  ${cal.samples} sample${cal.samples === 1 ? '' : 's'}, ${cal.tokens} tokens; forward ${formatDuration(cal.forwardSeconds)}, with m3 searches ${formatDuration(cal.seconds)}` +
+        ` (forward on the ${cal.backend} backend, ${cal.activations} activations)`,
     );
     // One line per 8 layers: "m3 ratios    L0 0.20/0.30  L1 0.35/0.15 ..." (qkv/gateup).
     const byLayer = new Map<number, string[]>();

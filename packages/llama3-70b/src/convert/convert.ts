@@ -16,11 +16,12 @@ import {
   SafetensorsWriter,
   serializeDescription,
 } from '@w8a16/format';
-import { createHostBackend, type Backend } from '@w8a16/ascend-runtime';
+import type { ActDType, Backend } from '@w8a16/ascend-runtime';
 import { emptyQuantErrorStats, meanSqnrDb, mergeQuantErrorStats, type FloatDType, type QuantErrorStats } from '@w8a16/quant-core';
 import { calibSamplesFromTexts, calibTokenizer, capCalibSamples, readCalibFile, type CalibSample, type CalibTokenizer } from '../calibrate/calib-data';
 import { startCalibration, type CalibrationProgress, type CalibrationResult, type CalibrationRun } from '../calibrate/collect';
 import { CliError } from '../cli/errors';
+import { selectCalibrationBackend } from '../device';
 import { LlamaTokenizer, TOKENIZER_FILE } from '../tokenizer/tokenizer';
 import { buildConvertPlan, type CalibJob, type TensorJob } from './plan';
 import { createExecutor } from './pool';
@@ -81,6 +82,9 @@ export interface M3ChoiceSummary {
 }
 
 export interface CalibrationSummary {
+  /** Where the forward pass ran (`host`, `ascend`) and in which activation dtype. */
+  readonly backend: string;
+  readonly activations: ActDType;
   readonly samples: number;
   readonly tokens: number;
   readonly forwardSeconds: number;
@@ -178,7 +182,8 @@ export async function convertCheckpoint(opts: ConvertOptions, hooks: ConvertHook
     for (const w of plan.warnings) hooks.onWarning?.(w);
     if (m3 || kvCache) {
       const samples = loadCalibSamples(opts, source, config.vocabSize, (m) => hooks.onWarning?.(m));
-      backend = createHostBackend({ threads, kernels: 'auto', logger: { warn: (m) => hooks.onWarning?.(m) } });
+      // --device_type npu: the forward pass on the NPU when CANN is found, else on the host (one line says so).
+      backend = selectCalibrationBackend({ deviceType: opts.deviceType, threads, kernels: 'auto', log: (m) => hooks.onWarning?.(m) });
       calib = startCalibration(ckpt, config, samples, {
         backend,
         m3: m3 ? { scheme: plan.scheme, compute: plan.compute } : undefined,
@@ -407,6 +412,8 @@ function calibrationSummary(r: CalibrationResult, opts: ConvertOptions): Calibra
   }
   const kvLayers = r.layers.filter((l) => l.k && l.v).length;
   return {
+    backend: r.backend,
+    activations: r.activations,
     samples: r.samples,
     tokens: r.tokens,
     forwardSeconds: r.forwardSeconds,
@@ -429,6 +436,8 @@ function calibReportJson(r: CalibrationResult, opts: ConvertOptions): unknown {
     .filter((l) => l.k && l.v)
     .map((l) => ({ layer: l.layer, k_min: range(l.k!.min)[0], k_max: range(l.k!.max)[1], v_min: range(l.v!.min)[0], v_max: range(l.v!.max)[1] }));
   return {
+    backend: r.backend,
+    activations: r.activations,
     samples: r.samples,
     tokens: r.tokens,
     forward_seconds: r.forwardSeconds,

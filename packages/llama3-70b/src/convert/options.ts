@@ -17,7 +17,7 @@ export const CONVERT_FLAGS: Readonly<Record<string, FlagSpec>> = {
   disable_names: { kind: 'list', help: 'linear layers kept in float, e.g. model.layers.0.mlp.down_proj lm_head' },
   disable_preset: { kind: 'string', choices: Object.keys(DISABLE_PRESETS), help: 'adds a recipe\'s disable_names (llama3-70b: all linears of layers 0-4, lm_head)' },
   disable_last_linear: { kind: 'bool', help: 'keep lm_head in float (default True)' },
-  device_type: { kind: 'string', choices: ['cpu', 'npu'], help: 'cpu: quantize in float32 (msModelSlim CPU path); npu: in the model dtype' },
+  device_type: { kind: 'string', choices: ['cpu', 'npu'], help: 'cpu: quantize in float32 (msModelSlim CPU path), calibrate on the host; npu: quantize in the model dtype, calibrate on the Ascend NPU when its libraries are found (else on the host, with a warning)' },
   part_file_size: { kind: 'number', help: 'shard the weights: GiB per file (msModelSlim semantics)' },
   calib_file: { kind: 'string', help: 'JSON Lines calibration data (needed by --anti_method m3 and --use_kvcache_quant)' },
   calib_texts: { kind: 'list', help: 'calibration texts given inline' },
