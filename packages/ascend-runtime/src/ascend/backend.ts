@@ -8,7 +8,6 @@ import type {
   BackendInfo,
   EmbeddingDesc,
   EmbeddingTable,
-  FloatHostData,
   FloatLinearDesc,
   FloatWeightDType,
   KvCacheDesc,
@@ -24,10 +23,37 @@ import type {
   Tensor,
   W8A16LinearDesc,
 } from '../backend';
-import { asTypedWeight, bf16ToF32, f16ToF32Table, f32ToBf16Bits, f32ToF16Bits } from '../dtype';
+import { bf16ToF32, f16ToF32Table, f32ToBf16Bits, f32ToF16Bits } from '../dtype';
 import { BackendError } from '../errors';
 import { RopeAngleTable } from '../rope';
 import { sampleRef } from '../sampling';
+import {
+  attentionHeads,
+  checkAllocShape,
+  checkAttentionBatch,
+  checkDownload,
+  checkEmbeddingDesc,
+  checkFloatLinearDesc,
+  checkFreeTensor,
+  checkFreeWeight,
+  checkGatherRows,
+  checkKvCacheDesc,
+  checkKvHalf,
+  checkKvSlots,
+  checkNormWeight,
+  checkNotDisposed,
+  checkRope,
+  checkRopeTable,
+  checkTokenIds,
+  checkUpload,
+  checkViewRows,
+  checkW8A16LinearDesc,
+  lengthIs,
+  liveTensor,
+  liveWeight,
+  positiveInt,
+  shapeIs,
+} from '../validate';
 import {
   ACL_DTYPE,
   HCCL_DTYPE,
@@ -89,14 +115,6 @@ const KV = {
 const CAUSAL_MASK_SIZE = 2048;
 /** Host conversions of big float tables go through bounded chunks, so a 2 GB embedding never doubles in host memory. */
 const CONVERT_CHUNK_ELEMENTS = 1 << 22;
-
-function positiveInt(value: number, what: string): void {
-  if (!Number.isInteger(value) || value <= 0) throw new BackendError('E_ARGUMENT', `${what}: expected a positive integer, found ${value}`);
-}
-
-function lengthIs(arr: ArrayLike<number> | undefined, want: number, what: string): void {
-  if (arr && arr.length !== want) throw new BackendError('E_SHAPE', `${what}: expected ${want} elements, found ${arr.length}`);
-}
 
 /** f32 values as the host bits of `dtype` (a copy for f16/bf16, the input itself for f32). */
 function encodeAct(values: Float32Array, dtype: ActDType): Float32Array | Uint16Array {
@@ -321,34 +339,22 @@ class AscendBackendImpl implements AscendBackend {
   // --- handles -------------------------------------------------------------------------------------------
 
   private check(): void {
-    if (this.disposed) throw new BackendError('E_DISPOSED', 'ascend backend: used after dispose()');
+    checkNotDisposed(this.disposed, 'ascend');
   }
 
   private t(x: Tensor, what: string): AscendTensor {
     this.check();
-    if (!(x instanceof AscendTensor) || !this.live.has(x.base ?? x) || !x.alive) {
-      throw new BackendError('E_FOREIGN_HANDLE', `${what}: not a live tensor of this ascend backend`);
-    }
-    return x;
+    return liveTensor(x, AscendTensor, this.live, what, 'ascend');
   }
 
   private w<C extends abstract new (...args: never[]) => AscendWeight>(x: unknown, cls: C, what: string): InstanceType<C> {
     this.check();
-    if (!(x instanceof cls) || x.freed || !this.live.has(x)) {
-      throw new BackendError('E_FOREIGN_HANDLE', `${what}: not a live ${cls.name} of this ascend backend`);
-    }
-    return x as InstanceType<C>;
+    return liveWeight(x, cls, this.live, what, 'ascend');
   }
 
   private keep<T extends AscendTensor | AscendWeight>(x: T): T {
     this.live.add(x);
     return x;
-  }
-
-  private shapeIs(t: AscendTensor, rows: number, cols: number, what: string): void {
-    if (t.shape[0] !== rows || t.shape[1] !== cols) {
-      throw new BackendError('E_SHAPE', `${what}: expected [${rows}, ${cols}], found [${t.shape.join(', ')}]`);
-    }
   }
 
   private sameDtype(a: AscendTensor, b: AscendTensor, what: string): void {
@@ -376,9 +382,8 @@ class AscendBackendImpl implements AscendBackend {
 
   alloc(rows: number, cols: number, dtype: ActDType = this.actDType): Tensor {
     this.check();
-    if (!(dtype in ACT)) throw new BackendError('E_DTYPE', `ascend backend: unknown activation dtype ${dtype}`);
-    positiveInt(rows, 'alloc rows');
-    positiveInt(cols, 'alloc cols');
+    if (!Object.hasOwn(ACT, dtype)) throw new BackendError('E_DTYPE', `ascend backend: unknown activation dtype ${dtype}`);
+    checkAllocShape(rows, cols);
     const ptr = this.s.malloc(rows * cols * ACT[dtype].bytes, `activation [${rows}, ${cols}] ${dtype}`);
     return this.keep(new AscendTensor([rows, cols], dtype, ptr, rows * cols, 0, undefined));
   }
@@ -386,24 +391,15 @@ class AscendBackendImpl implements AscendBackend {
   view(x: Tensor, rowStart: number, rows: number): Tensor {
     const t = this.t(x, 'view');
     const [r, c] = t.shape;
-    if (!Number.isInteger(rowStart) || !Number.isInteger(rows) || rowStart < 0 || rows <= 0 || rowStart + rows > r) {
-      throw new BackendError('E_RANGE', `view: rows ${rowStart}..${rowStart + rows - 1} outside a tensor of ${r} rows`);
-    }
+    checkViewRows(rowStart, rows, r);
     return new AscendTensor([rows, c], t.dtype, t.ptr, t.storageElems, t.elemOffset + rowStart * c, t.base ?? t);
   }
 
   upload(dst: Tensor, src: Float32Array | Uint16Array): void {
     const t = this.t(dst, 'upload');
-    const n = t.shape[0] * t.shape[1];
-    lengthIs(src, n, 'upload');
-    let data: Float32Array | Uint16Array;
-    if (t.dtype === 'f32') {
-      if (!(src instanceof Float32Array)) throw new BackendError('E_DTYPE', 'upload: an f32 tensor takes a Float32Array');
-      data = src;
-    } else {
-      // f16/bf16 tensors take raw bits, or f32 values rounded to nearest even on the host
-      data = src instanceof Uint16Array ? src : encodeAct(src, t.dtype);
-    }
+    checkUpload(t, src);
+    // f16/bf16 tensors take raw bits, or f32 values rounded to nearest even on the host
+    const data = t.dtype === 'f32' || src instanceof Uint16Array ? src : encodeAct(src, t.dtype);
     this.s.upload(t.ptr, data, t.byteOffset);
   }
 
@@ -411,7 +407,7 @@ class AscendBackendImpl implements AscendBackend {
     const t = this.t(src, 'download');
     const n = t.shape[0] * t.shape[1];
     const out = dst ?? new Float32Array(n);
-    lengthIs(out, n, 'download dst');
+    checkDownload(t, out);
     if (t.dtype === 'f32') {
       this.s.download(out, t.ptr, t.byteOffset);
       return out;
@@ -426,7 +422,7 @@ class AscendBackendImpl implements AscendBackend {
 
   free(x: Tensor): void {
     const t = this.t(x, 'free');
-    if (t.base) throw new BackendError('E_ARGUMENT', 'free: a view is released with its base tensor');
+    checkFreeTensor(t.base);
     t.freed = true;
     this.live.delete(t);
     this.s.free(t.ptr);
@@ -468,10 +464,8 @@ class AscendBackendImpl implements AscendBackend {
 
   createEmbedding(desc: EmbeddingDesc): EmbeddingTable {
     this.check();
-    positiveInt(desc.vocab, 'embedding vocab');
-    positiveInt(desc.hidden, 'embedding hidden');
+    const data = checkEmbeddingDesc(desc);
     const count = desc.vocab * desc.hidden;
-    const data = asTypedWeight(desc.data as FloatHostData, desc.dtype, count, 'embedding');
     const ptr = this.s.malloc(count * ACT[this.actDType].bytes, `embedding [${desc.vocab}, ${desc.hidden}]`);
     this.uploadFloat(ptr, data, desc.dtype, this.actDType, count);
     return this.keep(new AscendEmbedding(desc.vocab, desc.hidden, desc.dtype, this.actDType, ptr));
@@ -479,18 +473,14 @@ class AscendBackendImpl implements AscendBackend {
 
   createNormWeight(weight: Float32Array): NormWeight {
     this.check();
-    positiveInt(weight.length, 'norm weight length');
+    checkNormWeight(weight);
     return this.keep(new AscendNorm(weight.slice()));
   }
 
   createFloatLinear(desc: FloatLinearDesc): LinearWeight {
     this.check();
-    const what = desc.name ?? 'float linear';
-    positiveInt(desc.n, `${what} n`);
-    positiveInt(desc.k, `${what} k`);
-    lengthIs(desc.bias, desc.n, `${what} bias`);
+    const { what, data } = checkFloatLinearDesc(desc);
     const count = desc.n * desc.k;
-    const data = asTypedWeight(desc.data, desc.dtype, count, what);
     // Stored in the activation dtype: aclnnMatmul multiplies operands of one dtype (MindIE casts every float weight
     // to the model dtype at load too, spec §1.3).
     const ptr = this.s.malloc(count * ACT[this.actDType].bytes, `${what} [${desc.n}, ${desc.k}]`);
@@ -500,14 +490,7 @@ class AscendBackendImpl implements AscendBackend {
 
   createW8A16Linear(desc: W8A16LinearDesc): LinearWeight {
     this.check();
-    const what = desc.name ?? 'w8a16 linear';
-    positiveInt(desc.n, `${what} n`);
-    positiveInt(desc.k, `${what} k`);
-    if (!(desc.weight instanceof Int8Array)) throw new BackendError('E_DTYPE', `${what}: weight must be an Int8Array`);
-    lengthIs(desc.weight, desc.n * desc.k, `${what} weight`);
-    lengthIs(desc.scale, desc.n, `${what} scale`);
-    lengthIs(desc.offset, desc.n, `${what} offset`);
-    lengthIs(desc.bias, desc.n, `${what} bias`);
+    const what = checkW8A16LinearDesc(desc);
     // int8 weights stay [n, k] on the device; the matmul reads them through a transposed view.
     const ptr = this.s.malloc(desc.n * desc.k, `${what} int8 [${desc.n}, ${desc.k}]`);
     this.s.upload(ptr, desc.weight);
@@ -516,30 +499,16 @@ class AscendBackendImpl implements AscendBackend {
 
   createRope(headDim: number, invFreq: Float32Array): RopeTable {
     this.check();
-    if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2) {
-      throw new BackendError('E_ARGUMENT', `createRope: headDim must be a positive even integer, found ${headDim}`);
-    }
-    lengthIs(invFreq, headDim / 2, 'createRope invFreq');
+    checkRopeTable(headDim, invFreq);
     return this.keep(new AscendRope(headDim, invFreq.slice()));
   }
 
   createKvCache(desc: KvCacheDesc): KvCacheLayer {
     this.check();
-    positiveInt(desc.numBlocks, 'kv cache numBlocks');
-    positiveInt(desc.blockSize, 'kv cache blockSize');
-    positiveInt(desc.nKvHeads, 'kv cache nKvHeads');
-    positiveInt(desc.headDim, 'kv cache headDim');
-    if (!(desc.dtype in KV)) throw new BackendError('E_DTYPE', `kv cache: unknown dtype ${desc.dtype}`);
-    const kvDim = desc.nKvHeads * desc.headDim;
+    const kvDim = checkKvCacheDesc(desc);
     let quant: KvQuantParams | undefined;
-    if (desc.dtype === 'int8') {
-      if (!desc.quant) throw new BackendError('E_ARGUMENT', 'kv cache int8: quant (scale/offset per channel) is required');
-      for (const key of ['kScale', 'kOffset', 'vScale', 'vOffset'] as const) lengthIs(desc.quant[key], kvDim, `kv cache ${key}`);
-      for (const key of ['kOffset', 'vOffset'] as const) {
-        const bad = desc.quant[key].findIndex((o) => !Number.isInteger(o));
-        // aclnnQuantize takes INT32 zero points; msModelSlim's offsets are round(...) - 128, always integral (spec §3.2)
-        if (bad >= 0) throw new BackendError('E_ARGUMENT', `kv cache ${key}[${bad}] = ${desc.quant[key][bad]}: zero points must be integers`);
-      }
+    if (desc.dtype === 'int8' && desc.quant) {
+      // copies (the caller may reuse its arrays); the zero points are integral (checked above): aclnnQuantize takes INT32
       quant = {
         kScale: desc.quant.kScale.slice(),
         kOffset: desc.quant.kOffset.slice(),
@@ -562,7 +531,7 @@ class AscendBackendImpl implements AscendBackend {
   freeWeight(x: EmbeddingTable | NormWeight | LinearWeight | RopeTable | KvCacheLayer): void {
     this.check();
     const h = x as AscendWeight;
-    if (!this.live.has(h) || h.freed) throw new BackendError('E_FOREIGN_HANDLE', 'freeWeight: not a live handle of this backend');
+    checkFreeWeight(h, this.live);
     h.freed = true;
     this.live.delete(h);
     const ptrs: Ptr[] = [];
@@ -583,13 +552,9 @@ class AscendBackendImpl implements AscendBackend {
   embedding(out: Tensor, table: EmbeddingTable, ids: Int32Array): void {
     const o = this.t(out, 'embedding out');
     const e = this.w(table, AscendEmbedding, 'embedding table');
-    this.shapeIs(o, ids.length, e.hidden, 'embedding out');
+    shapeIs(o, ids.length, e.hidden, 'embedding out');
     if (o.dtype !== e.deviceDtype) throw new BackendError('E_DTYPE', `embedding: out is ${o.dtype}, the table is stored as ${e.deviceDtype}`);
-    for (let t = 0; t < ids.length; t++) {
-      if (!(ids[t] >= 0 && ids[t] < e.vocab)) {
-        throw new BackendError('E_RANGE', `embedding: token id ${ids[t]} at row ${t} outside vocabulary 0..${e.vocab - 1}`);
-      }
-    }
+    checkTokenIds(ids, e.vocab);
     const idx = this.ids.put(this.s, ids);
     const { op } = this.libs;
     this.s.run('aclnnEmbedding', (sc) => {
@@ -605,8 +570,8 @@ class AscendBackendImpl implements AscendBackend {
     const i = this.t(x, 'rmsNorm x');
     const w = this.w(weight, AscendNorm, 'rmsNorm weight');
     const [T, H] = i.shape;
-    this.shapeIs(i, T, w.size, 'rmsNorm x');
-    this.shapeIs(o, T, w.size, 'rmsNorm out');
+    shapeIs(i, T, w.size, 'rmsNorm x');
+    shapeIs(o, T, w.size, 'rmsNorm out');
     this.sameDtype(o, i, 'rmsNorm');
     const gamma = this.smallParam(w.dev, i.dtype, w.weight, 'rmsNorm gamma');
     const rstd = this.rstd.ensure(T * 4);
@@ -642,8 +607,8 @@ class AscendBackendImpl implements AscendBackend {
     const { op } = this.libs;
     if (weight instanceof AscendW8A16Linear) {
       const w = this.w(weight, AscendW8A16Linear, 'linear weight');
-      this.shapeIs(i, T, w.k, 'linear x');
-      this.shapeIs(o, T, w.n, 'linear out');
+      shapeIs(i, T, w.k, 'linear x');
+      shapeIs(o, T, w.n, 'linear out');
       const p = this.w8a16Params(w, i.dtype);
       this.s.run('aclnnWeightQuantBatchMatmulV2', (sc) => {
         const xd = sc.tensor(this.act(i));
@@ -660,8 +625,8 @@ class AscendBackendImpl implements AscendBackend {
       return;
     }
     const w = this.w(weight, AscendFloatLinear, 'linear weight');
-    this.shapeIs(i, T, w.k, 'linear x');
-    this.shapeIs(o, T, w.n, 'linear out');
+    shapeIs(i, T, w.k, 'linear x');
+    shapeIs(o, T, w.n, 'linear out');
     if (i.dtype !== w.deviceDtype) {
       throw new BackendError('E_DTYPE', `linear: x is ${i.dtype}, the float weight is stored as ${w.deviceDtype} (the backend's actDType)`);
     }
@@ -705,15 +670,8 @@ class AscendBackendImpl implements AscendBackend {
     const r = this.w(table, AscendRope, 'rope table');
     const T = positions.length;
     const hd = r.headDim;
-    if (qt.shape[0] !== T || kt.shape[0] !== T || qt.shape[1] % hd || kt.shape[1] % hd) {
-      throw new BackendError('E_SHAPE', `rope: q [${qt.shape}] and k [${kt.shape}] must have ${T} rows (positions) and a multiple of headDim ${hd} columns`);
-    }
+    const maxPos = checkRope(qt, kt, positions, hd);
     this.sameDtype(qt, kt, 'rope');
-    let maxPos = 0;
-    for (let t = 0; t < T; t++) {
-      if (!(positions[t] >= 0)) throw new BackendError('E_RANGE', `rope: negative position ${positions[t]} at row ${t}`);
-      maxPos = Math.max(maxPos, positions[t]);
-    }
     const dtype = qt.dtype;
     const bytes = T * hd * ACT[dtype].bytes;
     // The cos/sin rows are the same for every layer of a step: upload them only when the positions change.
@@ -755,8 +713,8 @@ class AscendBackendImpl implements AscendBackend {
     const g = this.t(gate, 'siluMul gate');
     const u = this.t(up, 'siluMul up');
     const [T, I] = g.shape;
-    this.shapeIs(u, T, I, 'siluMul up');
-    this.shapeIs(o, T, I, 'siluMul out');
+    shapeIs(u, T, I, 'siluMul up');
+    shapeIs(o, T, I, 'siluMul out');
     this.sameDtype(g, u, 'siluMul');
     this.sameDtype(o, g, 'siluMul');
     const tmp = new AscendTensor([T, I], g.dtype, this.tmpAct.ensure(T * I * ACT[g.dtype].bytes), T * I, 0, undefined);
@@ -779,8 +737,8 @@ class AscendBackendImpl implements AscendBackend {
     const o = this.t(out, 'add out');
     const x = this.t(a, 'add a');
     const y = this.t(b, 'add b');
-    this.shapeIs(y, x.shape[0], x.shape[1], 'add b');
-    this.shapeIs(o, x.shape[0], x.shape[1], 'add out');
+    shapeIs(y, x.shape[0], x.shape[1], 'add b');
+    shapeIs(o, x.shape[0], x.shape[1], 'add out');
     this.sameDtype(x, y, 'add');
     this.sameDtype(o, x, 'add');
     this.addRaw(o, x, this.act(y));
@@ -802,11 +760,9 @@ class AscendBackendImpl implements AscendBackend {
     const o = this.t(out, 'gatherRows out');
     const s = this.t(src, 'gatherRows src');
     const cols = s.shape[1];
-    this.shapeIs(o, rows.length, cols, 'gatherRows out');
+    shapeIs(o, rows.length, cols, 'gatherRows out');
     this.sameDtype(o, s, 'gatherRows');
-    for (let i = 0; i < rows.length; i++) {
-      if (!(rows[i] >= 0 && rows[i] < s.shape[0])) throw new BackendError('E_RANGE', `gatherRows: row ${rows[i]} outside 0..${s.shape[0] - 1}`);
-    }
+    checkGatherRows(rows, s.shape[0]);
     this.indexSelect(o, s, this.gatherIdx.put(this.s, rows), rows.length);
   }
 
@@ -826,14 +782,12 @@ class AscendBackendImpl implements AscendBackend {
     const vt = this.t(v, 'kvWrite v');
     const T = slots.length;
     const kvDim = c.kvDim;
-    this.shapeIs(kt, T, kvDim, 'kvWrite k');
-    this.shapeIs(vt, T, kvDim, 'kvWrite v');
+    shapeIs(kt, T, kvDim, 'kvWrite k');
+    shapeIs(vt, T, kvDim, 'kvWrite v');
     this.sameDtype(kt, vt, 'kvWrite');
+    checkKvSlots(slots, c.slots);
     const kept: number[] = [];
-    for (let t = 0; t < T; t++) {
-      if (slots[t] >= c.slots) throw new BackendError('E_RANGE', `kvWrite: slot ${slots[t]} at row ${t} beyond the cache's ${c.slots} slots`);
-      if (slots[t] >= 0) kept.push(t);
-    }
+    for (let t = 0; t < T; t++) if (slots[t] >= 0) kept.push(t);
     if (!kept.length) return;
     // Negative slots skip their row; aclnnScatterPaKvCache takes slots in [0, slots) only, so the kept rows are
     // gathered first.
@@ -947,11 +901,8 @@ class AscendBackendImpl implements AscendBackend {
     const c = this.w(cache, AscendKvCache, 'pagedAttention cache');
     const T = qt.shape[0];
     const H = qt.shape[1];
-    const nHeads = H / c.headDim;
-    if (!Number.isInteger(nHeads) || nHeads % c.nKvHeads) {
-      throw new BackendError('E_SHAPE', `pagedAttention: q has ${H} columns, not a multiple of nKvHeads·headDim (${c.nKvHeads}·${c.headDim})`);
-    }
-    this.shapeIs(o, T, H, 'pagedAttention out');
+    const nHeads = attentionHeads(qt, c.nKvHeads, c.headDim);
+    shapeIs(o, T, H, 'pagedAttention out');
     this.sameDtype(o, qt, 'pagedAttention');
     this.checkBatch(batch, T, c);
     const { numSeqs, queryStart, contextLens, maxBlocksPerSeq } = batch;
@@ -1033,31 +984,14 @@ class AscendBackendImpl implements AscendBackend {
     return p;
   }
 
-  /** Validates the batch against q and the cache (as the host backend) plus FIA's rule: query rows are the context's last rows. */
+  /** Validates the batch against q and the cache (checkAttentionBatch) plus FIA's rule: query rows are the context's last rows. */
   private checkBatch(b: AttentionBatch, T: number, c: AscendKvCache): void {
-    const { numSeqs, queryStart, positions, contextLens, blockTables, maxBlocksPerSeq } = b;
-    lengthIs(queryStart, numSeqs + 1, 'pagedAttention queryStart');
-    lengthIs(positions, T, 'pagedAttention positions');
-    lengthIs(contextLens, numSeqs, 'pagedAttention contextLens');
-    lengthIs(blockTables, numSeqs * maxBlocksPerSeq, 'pagedAttention blockTables');
-    if (queryStart[0] !== 0 || queryStart[numSeqs] !== T) {
-      throw new BackendError('E_SHAPE', `pagedAttention: queryStart must run from 0 to T=${T}, found ${queryStart[0]}..${queryStart[numSeqs]}`);
-    }
+    checkAttentionBatch(b, T, c);
+    const { numSeqs, queryStart, positions, contextLens } = b;
     for (let s = 0; s < numSeqs; s++) {
       const len = contextLens[s];
-      if (len > maxBlocksPerSeq * c.blockSize) {
-        throw new BackendError('E_RANGE', `pagedAttention: sequence ${s} context ${len} exceeds its ${maxBlocksPerSeq} blocks of ${c.blockSize}`);
-      }
-      for (let i = 0; i < Math.ceil(len / c.blockSize); i++) {
-        const blk = blockTables[s * maxBlocksPerSeq + i];
-        if (!(blk >= 0 && blk < c.numBlocks)) throw new BackendError('E_RANGE', `pagedAttention: sequence ${s} block ${i} is ${blk}, cache has ${c.numBlocks}`);
-      }
       const n = queryStart[s + 1] - queryStart[s];
-      if (n < 0) throw new BackendError('E_SHAPE', `pagedAttention: queryStart decreases at sequence ${s}`);
       for (let r = queryStart[s]; r < queryStart[s + 1]; r++) {
-        if (!(positions[r] >= 0 && positions[r] < len)) {
-          throw new BackendError('E_RANGE', `pagedAttention: row ${r} (sequence ${s}) at position ${positions[r]}, context holds ${len}`);
-        }
         // FIA aligns query rows to the end of the context (rightDownCausal / incremental decode)
         const want = len - n + (r - queryStart[s]);
         if (positions[r] !== want) {
@@ -1096,6 +1030,7 @@ class AscendBackendImpl implements AscendBackend {
 
   readKvCache(cache: KvCacheLayer, which: 'k' | 'v'): Float32Array | Uint16Array | Int8Array {
     const c = this.w(cache, AscendKvCache, 'readKvCache');
+    checkKvHalf(which);
     const n = c.slots * c.kvDim;
     const out = c.dtype === 'f32' ? new Float32Array(n) : c.dtype === 'f16' ? new Uint16Array(n) : new Int8Array(n);
     this.s.download(out, which === 'k' ? c.k : c.v);
@@ -1176,7 +1111,7 @@ export function createAscendBackend(opts: AscendBackendOptions = {}): AscendBack
   const deviceId = opts.deviceId ?? 0;
   if (!Number.isInteger(deviceId) || deviceId < 0) throw new BackendError('E_ARGUMENT', `createAscendBackend: deviceId must be a non-negative integer, found ${deviceId}`);
   const actDType = opts.actDType ?? 'f16';
-  if (!(actDType in ACT)) throw new BackendError('E_DTYPE', `createAscendBackend: unknown actDType ${actDType}`);
+  if (!Object.hasOwn(ACT, actDType)) throw new BackendError('E_DTYPE', `createAscendBackend: unknown actDType ${actDType}`);
   const libs = loadAscendLibraries({ libDir: opts.libDir, env: opts.env });
   const session = new AclSession(libs, deviceId, opts.logger);
   opts.logger?.info?.(`ascend backend: device ${deviceId}, ${libs.paths.opapi}, activations ${actDType}`);

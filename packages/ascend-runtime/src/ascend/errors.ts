@@ -1,12 +1,9 @@
 // The error of the Ascend (NPU) backend: library discovery and every failing native call, with the runtime's own words.
-// Contract violations shared with the host backend (shapes, dtypes, ranges) stay BackendError, as the interface says.
+// A BackendError subclass (one error family per package); contract violations (shapes, dtypes, ranges) stay plain BackendError.
 
-export type AscendErrorCode =
-  | 'E_ASCEND_LIBRARY_NOT_FOUND' // a CANN library is in none of the searched directories
-  | 'E_ASCEND_LIBRARY_LOAD' // the library file exists but dlopen / symbol lookup failed (ABI, missing dependency)
-  | 'E_ACL_CALL' // an AscendCL or aclnn call returned a non-zero status (or NULL for a constructor)
-  | 'E_DEVICE_OUT_OF_MEMORY' // aclrtMalloc could not allocate device memory
-  | 'E_HCCL_CALL'; // an HCCL call returned a non-zero HcclResult
+import { BackendError, type AscendErrorCode } from '../errors';
+
+export type { AscendErrorCode } from '../errors';
 
 export interface AscendErrorDetails {
   /** The native function that failed. */
@@ -19,19 +16,19 @@ export interface AscendErrorDetails {
   searched?: string[];
 }
 
-export class AscendError extends Error {
-  override readonly name = 'AscendError';
+export class AscendError extends BackendError {
+  override readonly name = 'AscendError' as const;
   readonly fn?: string;
   readonly status?: number;
   readonly runtimeMessage?: string;
   readonly searched?: string[];
 
   constructor(
-    readonly code: AscendErrorCode,
+    override readonly code: AscendErrorCode,
     message: string,
     details: AscendErrorDetails = {},
   ) {
-    super(message);
+    super(code, message);
     this.fn = details.fn;
     this.status = details.status;
     this.runtimeMessage = details.runtimeMessage;

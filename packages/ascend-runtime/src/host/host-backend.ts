@@ -24,11 +24,36 @@ import type {
   Tensor,
   W8A16LinearDesc,
 } from '../backend';
-import { asTypedWeight } from '../dtype';
 import { BackendError } from '../errors';
 import { RopeAngleTable } from '../rope';
 import { addRef, embeddingRef, rmsNormRef, siluMulRef } from '../ref';
 import { argmaxRef, sampleRef } from '../sampling';
+import {
+  attentionHeads,
+  checkAllocShape,
+  checkAttentionBatch,
+  checkDownload,
+  checkEmbeddingDesc,
+  checkFloatLinearDesc,
+  checkFreeTensor,
+  checkFreeWeight,
+  checkGatherRows,
+  checkKvCacheDesc,
+  checkKvHalf,
+  checkKvSlots,
+  checkNormWeight,
+  checkNotDisposed,
+  checkRope,
+  checkRopeTable,
+  checkTokenIds,
+  checkUpload,
+  checkViewRows,
+  checkW8A16LinearDesc,
+  lengthIs,
+  liveTensor,
+  liveWeight,
+  shapeIs,
+} from '../validate';
 import { floatLinearJs, kvWriteJs, pagedAttentionJs, w8a16LinearJs, type AttentionScratch } from './js-kernels';
 import { loadHostAddon, NATIVE_ISA, NATIVE_KV_DTYPE, NATIVE_WTYPE, type HostAddon, type NativeIsa } from './native';
 
@@ -127,24 +152,6 @@ class HostKvCache implements KvCacheLayer {
 
 type HostWeight = HostEmbedding | HostNorm | HostFloatLinear | HostW8A16Linear | HostRope | HostKvCache;
 
-function positiveInt(value: number, what: string): void {
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new BackendError('E_ARGUMENT', `${what}: expected a positive integer, found ${value}`);
-  }
-}
-
-function lengthIs(arr: ArrayLike<number> | undefined, want: number, what: string): void {
-  if (arr && arr.length !== want) {
-    throw new BackendError('E_SHAPE', `${what}: expected ${want} elements, found ${arr.length}`);
-  }
-}
-
-function shapeIs(t: HostTensor, rows: number, cols: number, what: string): void {
-  if (t.shape[0] !== rows || t.shape[1] !== cols) {
-    throw new BackendError('E_SHAPE', `${what}: expected [${rows}, ${cols}], found [${t.shape.join(', ')}]`);
-  }
-}
-
 class HostBackend implements Backend {
   readonly info: BackendInfo;
   private disposed = false;
@@ -166,23 +173,17 @@ class HostBackend implements Backend {
   // --- handles -------------------------------------------------------------------------------------------
 
   private check(): void {
-    if (this.disposed) throw new BackendError('E_DISPOSED', 'host backend: used after dispose()');
+    checkNotDisposed(this.disposed, 'host');
   }
 
   private t(x: Tensor, what: string): HostTensor {
     this.check();
-    if (!(x instanceof HostTensor) || !this.live.has(x.base ?? x) || !x.alive) {
-      throw new BackendError('E_FOREIGN_HANDLE', `${what}: not a live tensor of this host backend`);
-    }
-    return x;
+    return liveTensor(x, HostTensor, this.live, what, 'host');
   }
 
   private w<C extends abstract new (...args: never[]) => HostWeight>(x: unknown, cls: C, what: string): InstanceType<C> {
     this.check();
-    if (!(x instanceof cls) || x.freed || !this.live.has(x)) {
-      throw new BackendError('E_FOREIGN_HANDLE', `${what}: not a live ${cls.name} of this host backend`);
-    }
-    return x as InstanceType<C>;
+    return liveWeight(x, cls, this.live, what, 'host');
   }
 
   private keep<T extends HostTensor | HostWeight>(x: T): T {
@@ -195,38 +196,34 @@ class HostBackend implements Backend {
   alloc(rows: number, cols: number, dtype: ActDType = 'f32'): Tensor {
     this.check();
     if (dtype !== 'f32') throw new BackendError('E_DTYPE', `host backend: activations are f32, ${dtype} requested`);
-    positiveInt(rows, 'alloc rows');
-    positiveInt(cols, 'alloc cols');
+    checkAllocShape(rows, cols);
     return this.keep(new HostTensor([rows, cols], dtype, new Float32Array(rows * cols), undefined));
   }
 
   view(x: Tensor, rowStart: number, rows: number): Tensor {
     const t = this.t(x, 'view');
     const [r, c] = t.shape;
-    if (!Number.isInteger(rowStart) || !Number.isInteger(rows) || rowStart < 0 || rows <= 0 || rowStart + rows > r) {
-      throw new BackendError('E_RANGE', `view: rows ${rowStart}..${rowStart + rows - 1} outside a tensor of ${r} rows`);
-    }
+    checkViewRows(rowStart, rows, r);
     return new HostTensor([rows, c], t.dtype, t.data.subarray(rowStart * c, (rowStart + rows) * c), t.base ?? t);
   }
 
   upload(dst: Tensor, src: Float32Array | Uint16Array): void {
     const t = this.t(dst, 'upload');
-    if (!(src instanceof Float32Array)) throw new BackendError('E_DTYPE', 'upload: an f32 tensor takes a Float32Array');
-    lengthIs(src, t.data.length, 'upload');
+    checkUpload(t, src);
     t.data.set(src);
   }
 
   download(src: Tensor, dst?: Float32Array): Float32Array {
     const t = this.t(src, 'download');
     const out = dst ?? new Float32Array(t.data.length);
-    lengthIs(out, t.data.length, 'download dst');
+    checkDownload(t, out);
     out.set(t.data);
     return out;
   }
 
   free(x: Tensor): void {
     const t = this.t(x, 'free');
-    if (t.base) throw new BackendError('E_ARGUMENT', 'free: a view is released with its base tensor');
+    checkFreeTensor(t.base);
     t.freed = true;
     this.live.delete(t);
   }
@@ -235,74 +232,47 @@ class HostBackend implements Backend {
 
   createEmbedding(desc: EmbeddingDesc): EmbeddingTable {
     this.check();
-    positiveInt(desc.vocab, 'embedding vocab');
-    positiveInt(desc.hidden, 'embedding hidden');
-    const data = asTypedWeight(desc.data, desc.dtype, desc.vocab * desc.hidden, 'embedding');
+    const data = checkEmbeddingDesc(desc);
     return this.keep(new HostEmbedding(desc.vocab, desc.hidden, desc.dtype, data));
   }
 
   createNormWeight(weight: Float32Array): NormWeight {
     this.check();
-    positiveInt(weight.length, 'norm weight length');
+    checkNormWeight(weight);
     return this.keep(new HostNorm(weight));
   }
 
   createFloatLinear(desc: FloatLinearDesc): LinearWeight {
     this.check();
-    const what = desc.name ?? 'float linear';
-    positiveInt(desc.n, `${what} n`);
-    positiveInt(desc.k, `${what} k`);
-    lengthIs(desc.bias, desc.n, `${what} bias`);
-    const data = asTypedWeight(desc.data, desc.dtype, desc.n * desc.k, what);
+    const { data } = checkFloatLinearDesc(desc);
     return this.keep(new HostFloatLinear(desc.n, desc.k, desc.dtype, data, desc.bias));
   }
 
   createW8A16Linear(desc: W8A16LinearDesc): LinearWeight {
     this.check();
-    const what = desc.name ?? 'w8a16 linear';
-    positiveInt(desc.n, `${what} n`);
-    positiveInt(desc.k, `${what} k`);
-    if (!(desc.weight instanceof Int8Array)) throw new BackendError('E_DTYPE', `${what}: weight must be an Int8Array`);
-    lengthIs(desc.weight, desc.n * desc.k, `${what} weight`);
-    lengthIs(desc.scale, desc.n, `${what} scale`);
-    lengthIs(desc.offset, desc.n, `${what} offset`);
-    lengthIs(desc.bias, desc.n, `${what} bias`);
+    checkW8A16LinearDesc(desc);
     return this.keep(new HostW8A16Linear(desc.n, desc.k, desc.weight, desc.scale, desc.offset, desc.bias));
   }
 
   createRope(headDim: number, invFreq: Float32Array): RopeTable {
     this.check();
-    if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2) {
-      throw new BackendError('E_ARGUMENT', `createRope: headDim must be a positive even integer, found ${headDim}`);
-    }
-    lengthIs(invFreq, headDim / 2, 'createRope invFreq');
+    checkRopeTable(headDim, invFreq);
     return this.keep(new HostRope(headDim, invFreq));
   }
 
   createKvCache(desc: KvCacheDesc): KvCacheLayer {
     this.check();
-    positiveInt(desc.numBlocks, 'kv cache numBlocks');
-    positiveInt(desc.blockSize, 'kv cache blockSize');
-    positiveInt(desc.nKvHeads, 'kv cache nKvHeads');
-    positiveInt(desc.headDim, 'kv cache headDim');
-    const kvDim = desc.nKvHeads * desc.headDim;
-    const size = desc.numBlocks * desc.blockSize * kvDim;
-    let quant: KvQuantParams | undefined;
-    if (desc.dtype === 'int8') {
-      if (!desc.quant) throw new BackendError('E_ARGUMENT', 'kv cache int8: quant (scale/offset per channel) is required');
-      for (const key of ['kScale', 'kOffset', 'vScale', 'vOffset'] as const) lengthIs(desc.quant[key], kvDim, `kv cache ${key}`);
-      quant = desc.quant;
-    }
+    const size = desc.numBlocks * desc.blockSize * checkKvCacheDesc(desc);
+    const quant: KvQuantParams | undefined = desc.dtype === 'int8' ? desc.quant : undefined;
     const make = (): Float32Array | Uint16Array | Int8Array =>
       desc.dtype === 'f32' ? new Float32Array(size) : desc.dtype === 'f16' ? new Uint16Array(size) : new Int8Array(size);
-    if (!['f32', 'f16', 'int8'].includes(desc.dtype)) throw new BackendError('E_DTYPE', `kv cache: unknown dtype ${desc.dtype}`);
     return this.keep(new HostKvCache(desc.numBlocks, desc.blockSize, desc.nKvHeads, desc.headDim, desc.dtype, make(), make(), quant));
   }
 
   freeWeight(x: EmbeddingTable | NormWeight | LinearWeight | RopeTable | KvCacheLayer): void {
     this.check();
     const h = x as HostWeight;
-    if (!this.live.has(h) || h.freed) throw new BackendError('E_FOREIGN_HANDLE', 'freeWeight: not a live handle of this backend');
+    checkFreeWeight(h, this.live);
     h.freed = true;
     this.live.delete(h);
   }
@@ -313,11 +283,7 @@ class HostBackend implements Backend {
     const o = this.t(out, 'embedding out');
     const e = this.w(table, HostEmbedding, 'embedding table');
     shapeIs(o, ids.length, e.hidden, 'embedding out');
-    for (let t = 0; t < ids.length; t++) {
-      if (!(ids[t] >= 0 && ids[t] < e.vocab)) {
-        throw new BackendError('E_RANGE', `embedding: token id ${ids[t]} at row ${t} outside vocabulary 0..${e.vocab - 1}`);
-      }
-    }
+    checkTokenIds(ids, e.vocab);
     embeddingRef(o.data, e, e.hidden, ids);
   }
 
@@ -363,18 +329,7 @@ class HostBackend implements Backend {
     const r = this.w(table, HostRope, 'rope table');
     const T = positions.length;
     const hd = r.headDim;
-    if (qt.shape[0] !== T || kt.shape[0] !== T || qt.shape[1] % hd || kt.shape[1] % hd) {
-      throw new BackendError(
-        'E_SHAPE',
-        `rope: q [${qt.shape}] and k [${kt.shape}] must have ${T} rows (positions) and a multiple of headDim ${hd} columns`,
-      );
-    }
-    let maxPos = 0;
-    for (let t = 0; t < T; t++) {
-      if (!(positions[t] >= 0)) throw new BackendError('E_RANGE', `rope: negative position ${positions[t]} at row ${t}`);
-      maxPos = Math.max(maxPos, positions[t]);
-    }
-    r.ensure(maxPos);
+    r.ensure(checkRope(qt, kt, positions, hd));
     const half = hd / 2;
     const { cos, sin } = r;
     const f = Math.fround;
@@ -420,9 +375,9 @@ class HostBackend implements Backend {
     const s = this.t(src, 'gatherRows src');
     const cols = s.shape[1];
     shapeIs(o, rows.length, cols, 'gatherRows out');
+    checkGatherRows(rows, s.shape[0]);
     for (let i = 0; i < rows.length; i++) {
       const r = rows[i];
-      if (!(r >= 0 && r < s.shape[0])) throw new BackendError('E_RANGE', `gatherRows: row ${r} outside 0..${s.shape[0] - 1}`);
       o.data.set(s.data.subarray(r * cols, (r + 1) * cols), i * cols);
     }
   }
@@ -435,10 +390,7 @@ class HostBackend implements Backend {
     const kvDim = c.nKvHeads * c.headDim;
     shapeIs(kt, T, kvDim, 'kvWrite k');
     shapeIs(vt, T, kvDim, 'kvWrite v');
-    const capacity = c.numBlocks * c.blockSize;
-    for (let t = 0; t < T; t++) {
-      if (slots[t] >= capacity) throw new BackendError('E_RANGE', `kvWrite: slot ${slots[t]} at row ${t} beyond the cache's ${capacity} slots`);
-    }
+    checkKvSlots(slots, c.numBlocks * c.blockSize);
     kvWriteJs(c, kt.data, vt.data, T, slots);
   }
 
@@ -447,12 +399,9 @@ class HostBackend implements Backend {
     const qt = this.t(q, 'pagedAttention q');
     const c = this.w(cache, HostKvCache, 'pagedAttention cache');
     const T = qt.shape[0];
-    const nHeads = qt.shape[1] / c.headDim;
-    if (!Number.isInteger(nHeads) || nHeads % c.nKvHeads) {
-      throw new BackendError('E_SHAPE', `pagedAttention: q has ${qt.shape[1]} columns, not a multiple of nKvHeads·headDim (${c.nKvHeads}·${c.headDim})`);
-    }
+    const nHeads = attentionHeads(qt, c.nKvHeads, c.headDim);
     shapeIs(o, T, qt.shape[1], 'pagedAttention out');
-    const maxContext = this.checkBatch(batch, T, c);
+    const maxContext = checkAttentionBatch(batch, T, c);
     const attnScale = scale ?? 1 / Math.sqrt(c.headDim);
     if (this.addon) {
       if (this.rowSeq.length < T) this.rowSeq = new Int32Array(T);
@@ -473,37 +422,6 @@ class HostBackend implements Backend {
     pagedAttentionJs(o.data, qt.data, nHeads, c, batch, attnScale, a);
   }
 
-  /** Validates the batch against q and the cache; returns the longest context. */
-  private checkBatch(b: AttentionBatch, T: number, c: HostKvCache): number {
-    const { numSeqs, queryStart, positions, contextLens, blockTables, maxBlocksPerSeq } = b;
-    lengthIs(queryStart, numSeqs + 1, 'pagedAttention queryStart');
-    lengthIs(positions, T, 'pagedAttention positions');
-    lengthIs(contextLens, numSeqs, 'pagedAttention contextLens');
-    lengthIs(blockTables, numSeqs * maxBlocksPerSeq, 'pagedAttention blockTables');
-    if (queryStart[0] !== 0 || queryStart[numSeqs] !== T) {
-      throw new BackendError('E_SHAPE', `pagedAttention: queryStart must run from 0 to T=${T}, found ${queryStart[0]}..${queryStart[numSeqs]}`);
-    }
-    let maxContext = 1;
-    for (let s = 0; s < numSeqs; s++) {
-      const len = contextLens[s];
-      if (len > maxBlocksPerSeq * c.blockSize) {
-        throw new BackendError('E_RANGE', `pagedAttention: sequence ${s} context ${len} exceeds its ${maxBlocksPerSeq} blocks of ${c.blockSize}`);
-      }
-      for (let i = 0; i < Math.ceil(len / c.blockSize); i++) {
-        const blk = blockTables[s * maxBlocksPerSeq + i];
-        if (!(blk >= 0 && blk < c.numBlocks)) throw new BackendError('E_RANGE', `pagedAttention: sequence ${s} block ${i} is ${blk}, cache has ${c.numBlocks}`);
-      }
-      if (queryStart[s + 1] < queryStart[s]) throw new BackendError('E_SHAPE', `pagedAttention: queryStart decreases at sequence ${s}`);
-      for (let r = queryStart[s]; r < queryStart[s + 1]; r++) {
-        if (!(positions[r] >= 0 && positions[r] < len)) {
-          throw new BackendError('E_RANGE', `pagedAttention: row ${r} (sequence ${s}) at position ${positions[r]}, context holds ${len}`);
-        }
-      }
-      maxContext = Math.max(maxContext, len);
-    }
-    return maxContext;
-  }
-
   argmax(out: Int32Array, logits: Tensor): void {
     const l = this.t(logits, 'argmax logits');
     const [rows, vocab] = l.shape;
@@ -520,6 +438,7 @@ class HostBackend implements Backend {
 
   readKvCache(cache: KvCacheLayer, which: 'k' | 'v'): Float32Array | Uint16Array | Int8Array {
     const c = this.w(cache, HostKvCache, 'readKvCache');
+    checkKvHalf(which);
     return c[which].slice();
   }
 
