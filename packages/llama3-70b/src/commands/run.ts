@@ -2,15 +2,16 @@
 // flags. Tokens stream to stdout as they come, then one line of prefill/decode speed; `--json` prints one object
 // per prompt instead. Device selection, prompt handling and printing only: the work is in model/ and generate/.
 
-import type { Backend } from '@w8a16/ascend-runtime';
+import type { Backend, KvCacheDType } from '@w8a16/ascend-runtime';
 import { readLlamaConfig } from '@w8a16/format';
+import { kvCacheBytes } from '@w8a16/kvcache-int8';
 import { formatFlagHelp, parseFlags, type FlagSpec, type ParsedFlags } from '../cli/args';
 import { CliError } from '../cli/errors';
 import { selectBackend } from '../device';
 import { formatBytes } from '../cli/format';
 import { generate, tokensPerSecond, type GenerateResult, type PhaseTiming, type SequenceResult } from '../generate/generate';
 import { LlamaModel } from '../model/llama';
-import { loadLlamaWeights, type LlamaWeights } from '../model/load';
+import { loadLlamaWeights, type KvCacheChoice, type LlamaWeights } from '../model/load';
 import { defaultThreadsPerRank, startTensorParallel, type TensorParallelRun } from '../parallel/runtime';
 import { LlamaTokenizer, readGenerationEos, type StreamDecoder } from '../tokenizer/tokenizer';
 
@@ -48,6 +49,11 @@ export const RUN_FLAGS = {
   world_size: { kind: 'int', help: 'tensor-parallel ranks, one thread each, weights split as ATB-Models does (default 1)' },
   kernels: { kind: 'string', choices: ['native', 'js', 'auto'], help: 'host kernels (default auto: native when built, else js)' },
   device_type: { kind: 'string', choices: ['cpu', 'npu', 'auto'], help: 'npu: the Ascend backend (CANN libraries); cpu: the host; auto (default): npu when its libraries are found, else cpu' },
+  kv_cache_dtype: {
+    kind: 'string',
+    choices: ['auto', 'float', 'int8'],
+    help: "KV-cache storage: int8 uses the checkpoint's C8 scales (an error without them); float ignores them and keeps the activation dtype (f32 on the host, f16 on the NPU); auto (default): int8 when the checkpoint has C8 scales, else float",
+  },
   json: { kind: 'switch', help: 'print one JSON object per prompt per line instead of streaming' },
   help: { kind: 'switch', help: 'show this help' },
 } as const satisfies Record<string, FlagSpec>;
@@ -81,6 +87,7 @@ export interface RunOptions {
   worldSize: number;
   kernels: 'native' | 'js' | 'auto';
   deviceType: 'cpu' | 'npu' | 'auto';
+  kvCacheDType: 'auto' | 'float' | 'int8';
   json: boolean;
 }
 
@@ -136,6 +143,7 @@ export function parseRunArgs(argv: readonly string[]): RunOptions | 'help' {
     worldSize: positive(flags, 'world_size', 1)!,
     kernels: (flags.get('kernels') as RunOptions['kernels'] | undefined) ?? 'auto',
     deviceType: (flags.get('device_type') as RunOptions['deviceType'] | undefined) ?? 'auto',
+    kvCacheDType: (flags.get('kv_cache_dtype') as RunOptions['kvCacheDType'] | undefined) ?? 'auto',
     json: flags.get('json') === true,
   };
 }
@@ -234,11 +242,48 @@ class StreamPrinter {
   }
 }
 
+/** What the run's KV cache holds in memory, from the cache the model allocated. */
+export interface KvCacheFootprint {
+  dtype: KvCacheDType;
+  numBlocks: number;
+  blockSize: number;
+  layers: number;
+  /** Tensor-parallel ranks, each holding an equal share of the KV heads (all of them when 1). */
+  ranks: number;
+  /** K and V storage of every layer and rank: numBlocks · blockSize · layers · 2 · nKvHeads · headDim · element bytes. */
+  storageBytes: number;
+  /** The C8 scale and offset arrays (f32, k and v, per layer and rank) the int8 cache dequantizes with; 0 for a float cache. */
+  quantBytes: number;
+  /** storageBytes + quantBytes. */
+  bytes: number;
+}
+
+/**
+ * The KV cache `model` allocated: the block pool and dtype of its PagedKvCache (the numbers createKvCache was given)
+ * and the C8 arrays its layers hold. The backend does not report allocation sizes, so the storage bytes are the
+ * pool's shape times the element size (kvcache-int8's kvCacheBytes); under tensor parallelism rank 0's share
+ * times the ranks (every rank holds the same number of KV heads, split or replicated).
+ */
+export function kvCacheFootprint(model: LlamaModel, ranks = 1): KvCacheFootprint {
+  const w = model.weights;
+  const c = w.config;
+  const { numBlocks, blockSize, dtype } = model.cache;
+  const layers = w.layers.length;
+  const perRank = kvCacheBytes(numBlocks, blockSize, layers, w.shard?.nKvHeads ?? c.nKvHeads, c.headDim, dtype);
+  const quantPerRank = w.layers.reduce((sum, L) => {
+    const q = L.kvQuant;
+    return q && dtype === 'int8' ? sum + q.kScale.byteLength + q.kOffset.byteLength + q.vScale.byteLength + q.vOffset.byteLength : sum;
+  }, 0);
+  const storageBytes = perRank * ranks;
+  const quantBytes = quantPerRank * ranks;
+  return { dtype, numBlocks, blockSize, layers, ranks, storageBytes, quantBytes, bytes: storageBytes + quantBytes };
+}
+
 function phase(p: PhaseTiming): { tokens: number; seconds: number; tokens_per_second: number } {
   return { tokens: p.tokens, seconds: Number(p.seconds.toFixed(6)), tokens_per_second: Number(tokensPerSecond(p).toFixed(3)) };
 }
 
-function jsonLine(s: SequenceResult, r: GenerateResult, tokenizer: LlamaTokenizer | undefined, text: string | undefined): string {
+function jsonLine(s: SequenceResult, r: GenerateResult, kv: KvCacheFootprint, tokenizer: LlamaTokenizer | undefined, text: string | undefined): string {
   const b = r.batches[s.batch];
   const obj: Record<string, unknown> = {
     index: s.promptIndex,
@@ -251,17 +296,27 @@ function jsonLine(s: SequenceResult, r: GenerateResult, tokenizer: LlamaTokenize
     batch_size: b.promptIndices.length,
     prefill: phase(b.prefill),
     decode: { ...phase(b.decode), steps: b.decode.steps },
+    kv_cache: {
+      dtype: kv.dtype,
+      bytes: kv.bytes,
+      storage_bytes: kv.storageBytes,
+      quant_bytes: kv.quantBytes,
+      num_blocks: kv.numBlocks,
+      block_size: kv.blockSize,
+      layers: kv.layers,
+      ranks: kv.ranks,
+    },
     ...(r.seed !== undefined ? { seed: r.seed } : {}),
   };
   return JSON.stringify(obj);
 }
 
-function summaryLine(r: GenerateResult, backend: Backend, w: LlamaWeights, worldSize: number): string {
+function summaryLine(r: GenerateResult, backend: Backend, w: LlamaWeights, kv: KvCacheFootprint, worldSize: number): string {
   const f = (p: PhaseTiming) => `${p.tokens} tokens in ${p.seconds.toFixed(3)} s, ${tokensPerSecond(p).toFixed(1)} tokens/s`;
   const kind = w.summary.format === 'w8a16' ? `W8A16 (${w.summary.linearsW8A16} int8 linears)` : 'float';
   const seed = r.seed !== undefined ? `, seed ${r.seed}` : '';
   const ranks = worldSize > 1 ? `, ${worldSize} tensor-parallel ranks` : '';
-  return `prefill: ${f(r.prefill)} | decode: ${f(r.decode)} | ${backend.info.name} ${backend.info.kernels}, ${backend.info.threads} thread(s)${ranks}, ${kind}, kv ${w.summary.kvCacheDType}${seed}`;
+  return `prefill: ${f(r.prefill)} | decode: ${f(r.decode)} | ${backend.info.name} ${backend.info.kernels}, ${backend.info.threads} thread(s)${ranks}, ${kind}, kv ${kv.dtype} ${formatBytes(kv.bytes)}${seed}`;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -295,14 +350,22 @@ export async function main(argv: readonly string[]): Promise<number> {
       exhaustedHint: '--num_blocks (or lower --max_batch_size)',
     };
     const logger = { warn: (m: string) => process.stderr.write(`warning: ${m}\n`) };
-    if (opts.worldSize > 1) {
-      tp = await startTensorParallel({ dir: opts.dir, worldSize: opts.worldSize, backend, model: modelOptions, load: { logger }, threadsPerRank: backend.info.threads, kernels: opts.kernels });
-      weights = tp.weights;
-      model = tp.model;
-    } else {
-      weights = loadLlamaWeights(opts.dir, backend, { logger });
-      model = new LlamaModel(weights, backend, modelOptions);
+    const kvCache: KvCacheChoice = opts.kvCacheDType;
+    try {
+      if (opts.worldSize > 1) {
+        tp = await startTensorParallel({ dir: opts.dir, worldSize: opts.worldSize, backend, model: modelOptions, load: { logger, kvCache }, threadsPerRank: backend.info.threads, kernels: opts.kernels });
+        weights = tp.weights;
+        model = tp.model;
+      } else {
+        weights = loadLlamaWeights(opts.dir, backend, { logger, kvCache });
+        model = new LlamaModel(weights, backend, modelOptions);
+      }
+    } catch (e) {
+      // The loader's E_USAGE is the int8 cache asked of a checkpoint without C8 tensors: name the flag that asked.
+      if (e instanceof CliError && e.code === 'E_USAGE' && opts.kvCacheDType === 'int8') throw new CliError('E_USAGE', `--kv_cache_dtype int8: ${e.message}`);
+      throw e;
     }
+    const kv = kvCacheFootprint(model, opts.worldSize);
     if (!opts.json) {
       const ranks = opts.worldSize > 1 ? ` (rank 0's share of ${opts.worldSize} ranks)` : '';
       process.stderr.write(
@@ -325,9 +388,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       onSequenceDone: printer && ((s) => printer.done(s.promptIndex)),
     });
     if (opts.json) {
-      for (const s of result.sequences) out(`${jsonLine(s, result, tokenizer, opts.ids ? undefined : shown[s.promptIndex])}\n`);
+      for (const s of result.sequences) out(`${jsonLine(s, result, kv, tokenizer, opts.ids ? undefined : shown[s.promptIndex])}\n`);
     } else {
-      out(`${summaryLine(result, backend, weights, opts.worldSize)}\n`);
+      out(`${summaryLine(result, backend, weights, kv, opts.worldSize)}\n`);
     }
     return 0;
   } finally {

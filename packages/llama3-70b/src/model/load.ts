@@ -32,13 +32,23 @@ export type ModelErrorCode =
   | 'E_DTYPE' // a tensor stored in a dtype its role cannot have
   | 'E_NORM_BIAS_NONZERO'; // a `<norm>.bias` that is not all zero (RMSNorm here has no bias)
 
-/** Which KV-cache storage to use: `auto` = int8 when the description has C8 scales, else f32. */
-export type KvCacheChoice = 'auto' | 'f32' | 'f16';
+/**
+ * Which KV-cache storage to use: `auto` = int8 when the description has C8 scales, else the float default;
+ * `float` = the float default (the backend's activation dtype: f32 on the host, f16 on the NPU) even when C8 scales
+ * are present; `int8` = the C8 scales, which must be present; `f32` / `f16` = that float storage.
+ */
+export type KvCacheChoice = 'auto' | 'float' | 'int8' | 'f32' | 'f16';
+
+/** The C8 tensors of one layer, in spec §3.3 order (k scale, k offset, v scale, v offset). */
+export function c8TensorNames(layer: number): string[] {
+  return ['k_proj.kv_cache_scale', 'k_proj.kv_cache_offset', 'v_proj.kv_cache_scale', 'v_proj.kv_cache_offset'].map((s) => `model.layers.${layer}.self_attn.${s}`);
+}
 
 export interface LoadOptions {
   /**
-   * `auto` (default) uses the checkpoint's C8 scales for an int8 KV cache when present; `f32` / `f16` ignore them
-   * (e.g. to compare with forward-w8a16.json, which did not simulate an int8 cache).
+   * `auto` (default) uses the checkpoint's C8 scales for an int8 KV cache when present; `float` / `f32` / `f16`
+   * ignore them (e.g. to compare with forward-w8a16.json, which did not simulate an int8 cache, or to measure the
+   * int8 cache against a float one on the same weights); `int8` requires them (E_USAGE when absent).
    */
   kvCache?: KvCacheChoice;
   logger?: Logger;
@@ -371,10 +381,17 @@ class WeightLoader {
   private kvQuantParams(kvDim: number): KvQuantParams[] | undefined {
     const c = this.config;
     const choice = this.options.kvCache ?? 'auto';
-    const names = (l: number) =>
-      ['k_proj.kv_cache_scale', 'k_proj.kv_cache_offset', 'v_proj.kv_cache_scale', 'v_proj.kv_cache_offset'].map((s) => `model.layers.${l}.self_attn.${s}`);
+    const names = c8TensorNames;
     const layersWithC8 = [...Array(c.nLayers).keys()].filter((l) => names(l).some((n) => this.described(n) === 'C8'));
-    if (choice !== 'auto' || layersWithC8.length === 0) {
+    if (choice === 'int8' && layersWithC8.length === 0) {
+      const where = this.desc ? `${this.descPath} describes no tensor as "C8"` : `${this.ckpt.dir} has no quant_model_description.json`;
+      throw new CliError(
+        'E_USAGE',
+        `an int8 KV cache needs the C8 tensors ${names(0).join(', ')} (and the same for each of the ${c.nLayers} layers), described as "C8"; ` +
+          `${where}. Convert with --use_kvcache_quant True, or use a float cache`,
+      );
+    }
+    if ((choice !== 'auto' && choice !== 'int8') || layersWithC8.length === 0) {
       // A float cache matches the backend's activations: f16 on the NPU (its attention takes f16/bf16/int8 KV), f32 on the host.
       const floatDefault = this.be.info.name === 'ascend' ? 'f16' : 'f32';
       this.summary.kvCacheDType = choice === 'f16' ? 'f16' : choice === 'f32' ? 'f32' : floatDefault;
