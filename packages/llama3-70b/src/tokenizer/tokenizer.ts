@@ -1,9 +1,11 @@
 // The checkpoint's tokenizer (tokenizer.json + tokenizer_config.json, through @huggingface/tokenizers) with the
-// LLaMA-3 conventions run_pa relies on: BOS once, the Instruct chat format, `<|eot_id|>` as a stop token, and a
-// streaming decoder. Not a chat-template engine: the Instruct format is built in, not read from Jinja.
+// LLaMA-3 conventions run_pa relies on: BOS once, the chat format (the checkpoint's own Jinja chat_template through
+// @huggingface/jinja, as transformers' apply_chat_template renders it; the LLaMA-3 Instruct format when it has none),
+// `<|eot_id|>` as a stop token, and a streaming decoder.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { CliError } from '../cli/errors';
 
@@ -39,6 +41,18 @@ function readJsonFile(file: string): Json {
   }
 }
 
+/** tokenizer_config.json's `chat_template`: a string, or transformers' list of `{ name, template }` (the `default` one). */
+function chatTemplateOf(cfg: Json): string | undefined {
+  const t = cfg.chat_template;
+  if (typeof t === 'string') return t;
+  if (Array.isArray(t)) {
+    const named = t.find((e) => e && typeof e === 'object' && (e as Json).name === 'default');
+    const template = named && (named as Json).template;
+    return typeof template === 'string' ? template : undefined;
+  }
+  return undefined;
+}
+
 export class LlamaTokenizer {
   /** BOS id prepended to every prompt (null when the tokenizer has none or says not to add it). */
   readonly bosId: number | null;
@@ -46,9 +60,19 @@ export class LlamaTokenizer {
   readonly eotId: number | null;
   /** The tokenizer's own eos (tokenizer_config `eos_token`). */
   readonly eosId: number | null;
+  /** tokenizer_config.json's chat template (the `default` one of a named list), when it has one. */
+  readonly chatTemplate: string | undefined;
   private readonly tok: Tokenizer;
+  private readonly bosToken: string;
+  private readonly eosToken: string;
+  private compiledChat: Template | undefined;
 
-  constructor(tokenizerJson: Json, tokenizerConfig: Json = {}) {
+  constructor(
+    tokenizerJson: Json,
+    tokenizerConfig: Json = {},
+    /** Where tokenizerConfig came from, for error messages. */
+    private readonly configFile = TOKENIZER_CONFIG_FILE,
+  ) {
     try {
       this.tok = new Tokenizer(tokenizerJson, tokenizerConfig);
     } catch (e) {
@@ -59,6 +83,9 @@ export class LlamaTokenizer {
     this.bosId = addBos ? (id(tokenContent(tokenizerConfig.bos_token)) ?? id(LLAMA3_SPECIAL.bos)) : null;
     this.eosId = id(tokenContent(tokenizerConfig.eos_token)) ?? id(LLAMA3_SPECIAL.eos);
     this.eotId = id(LLAMA3_SPECIAL.eot);
+    this.bosToken = tokenContent(tokenizerConfig.bos_token) ?? LLAMA3_SPECIAL.bos;
+    this.eosToken = tokenContent(tokenizerConfig.eos_token) ?? LLAMA3_SPECIAL.eos;
+    this.chatTemplate = chatTemplateOf(tokenizerConfig);
   }
 
   /** `<dir>/tokenizer.json` (+ tokenizer_config.json when present), or undefined when the checkpoint has none. */
@@ -66,7 +93,7 @@ export class LlamaTokenizer {
     const file = join(dir, TOKENIZER_FILE);
     if (!existsSync(file)) return undefined;
     const cfgFile = join(dir, TOKENIZER_CONFIG_FILE);
-    return new LlamaTokenizer(readJsonFile(file), existsSync(cfgFile) ? readJsonFile(cfgFile) : {});
+    return new LlamaTokenizer(readJsonFile(file), existsSync(cfgFile) ? readJsonFile(cfgFile) : {}, cfgFile);
   }
 
   /**
@@ -80,13 +107,32 @@ export class LlamaTokenizer {
   }
 
   /**
-   * LLaMA-3 Instruct format for one user turn, as its chat template renders it (content trimmed):
-   * `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n`.
+   * One user turn in the checkpoint's chat format, ready for generation: tokenizer_config.json's `chat_template`
+   * rendered with `messages = [{ role: 'user', content: text }]`, `add_generation_prompt = true` and the bos / eos
+   * tokens (transformers' apply_chat_template, which run_pa's `--is_chat_model` uses), then tokenized without adding
+   * special tokens (the template writes them). Without a template: the LLaMA-3 Instruct format,
+   * `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n`
+   * (content trimmed), which is what LLaMA-3's own template renders.
    */
   encodeChat(text: string): number[] {
+    if (this.chatTemplate !== undefined) {
+      let rendered: string;
+      try {
+        this.compiledChat ??= new Template(this.chatTemplate);
+        rendered = this.compiledChat.render({
+          messages: [{ role: 'user', content: text }],
+          add_generation_prompt: true,
+          bos_token: this.bosToken,
+          eos_token: this.eosToken,
+        });
+      } catch (e) {
+        throw new CliError('E_CHAT_TEMPLATE', `${this.configFile}: chat_template cannot be rendered: ${(e as Error).message}`);
+      }
+      return this.tok.encode(rendered, { add_special_tokens: false }).ids;
+    }
     for (const t of [LLAMA3_SPECIAL.startHeader, LLAMA3_SPECIAL.endHeader, LLAMA3_SPECIAL.eot]) {
       if (this.tok.token_to_id(t) === undefined) {
-        throw new CliError('E_CHAT_FORMAT', `--is_chat_model needs the LLaMA-3 Instruct special tokens, but the tokenizer has no ${t}`);
+        throw new CliError('E_CHAT_FORMAT', `--is_chat_model needs a chat_template in ${this.configFile} or the LLaMA-3 Instruct special tokens, but the tokenizer has no ${t}`);
       }
     }
     const { startHeader: sh, endHeader: eh, eot } = LLAMA3_SPECIAL;
