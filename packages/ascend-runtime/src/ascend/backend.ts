@@ -96,6 +96,11 @@ export interface AscendBackend extends Backend {
   initCommunicator(nRanks: number, rank: number, rootInfo: Uint8Array): void;
   /** In-place sum of `t` over every rank of the communicator (HcclAllReduce, queued on this backend's stream). */
   allReduceSum(t: Tensor): void;
+  /**
+   * Leave the communicator now (HcclCommDestroy; no-op without one) but keep the device: a rank that gives up calls it
+   * so the others' pending collectives end, without finalizing AscendCL under ranks still running. dispose does it too.
+   */
+  destroyCommunicator(): void;
 }
 
 /** Device element type of each activation dtype. */
@@ -1077,15 +1082,23 @@ class AscendBackendImpl implements AscendBackend {
     this.s.queued();
   }
 
+  destroyCommunicator(): void {
+    if (this.disposed || this.comm === null) return;
+    const comm = this.comm;
+    // Forgotten first: a failing destroy is reported once, and dispose does not try again on a dead handle.
+    this.comm = null;
+    try {
+      this.s.sync();
+    } finally {
+      this.checkHccl(this.libs.hccl().HcclCommDestroy(comm), 'HcclCommDestroy');
+    }
+  }
+
   dispose(): void {
     if (this.disposed) return;
     let first: unknown;
     try {
-      if (this.comm !== null) {
-        this.s.sync();
-        this.checkHccl(this.libs.hccl().HcclCommDestroy(this.comm), 'HcclCommDestroy');
-        this.comm = null;
-      }
+      this.destroyCommunicator();
     } catch (e) {
       first = e;
     }

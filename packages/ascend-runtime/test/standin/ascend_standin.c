@@ -11,18 +11,30 @@
 //     consumes the executor exactly once and fails when given a smaller workspace than it asked for.
 //   - every tensor view (dims, strides, offset) must lie inside its storage and inside a live device allocation.
 //   - aclDestroyTensorList destroys the tensors in the list (CANN doc: they must not be destroyed again).
-// Test controls (not part of any Huawei API): standin_reset, standin_fail_next, standin_set_mem_limit,
-// standin_log_json / standin_log_clear (every op's descriptors), standin_stats_json (live handles, bytes, counters).
+//   - threads: every exported call holds one process-wide mutex (ranks may be worker threads calling at once); the
+//     current device and the recent error message are per thread, as in AscendCL.
+//   - HCCL: a rank's all-reduce task, when its stream synchronizes, waits until every rank's task of that round has
+//     run (a rendezvous, as the real collective blocks inside each stream) unless a rank still missing was set up on
+//     the calling thread (one thread driving several ranks cannot wait for itself: its sum then completes when the
+//     last rank's stream runs). A wait ends with a fault when a missing rank destroys its communicator or after
+//     HCCL_EXEC_TIMEOUT seconds (default STANDIN_HCCL_TIMEOUT_S).
+// Test controls (not part of any Huawei API): standin_reset, standin_fail_next, standin_fail_call (per device, after
+// a number of calls), the W8A16_STANDIN_FAIL variable (the same, read at load, for child processes),
+// standin_set_mem_limit, standin_log_json / standin_log_clear (every op's descriptors), standin_stats_json (live
+// handles, bytes, counters).
 // Where a real Atlas A2 kernel rejects a dtype this stand-in accepts (FLOAT activations, FLOAT KV), the op log marks
 // the call with "a2Unsupported" so tests and docs can say so.
 
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -54,12 +66,20 @@ enum { HCCL_FP16 = 3, HCCL_FP32 = 4, HCCL_BF16 = 11 };
 
 #define MAX_DIMS 8
 
+// One lock for all state, taken by every exported function (none calls another) and released on every return.
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static inline void guard_release(int *unused) {
+  (void)unused;
+  pthread_mutex_unlock(&g_mu);
+}
+#define GUARD() __attribute__((cleanup(guard_release), unused)) int guard_ = pthread_mutex_lock(&g_mu)
+
 // ---------------------------------------------------------------------------------------------------------------
 // error messages, failure injection, op log
 // ---------------------------------------------------------------------------------------------------------------
 
-static char g_err[2048];
-static char g_err_out[2048];
+static __thread char g_err[2048];
+static __thread char g_err_out[2048];
 
 static void set_err(const char *fmt, ...) {
   va_list ap;
@@ -69,6 +89,7 @@ static void set_err(const char *fmt, ...) {
 }
 
 EXPORT const char *aclGetRecentErrMsg(void) {
+  GUARD();
   if (!g_err[0]) return NULL;
   memcpy(g_err_out, g_err, sizeof g_err);
   g_err[0] = 0;
@@ -79,29 +100,70 @@ EXPORT const char *aclGetRecentErrMsg(void) {
 static struct {
   char fn[96];
   int status;
+  int device; // -1: any device
+  long skip;  // matching calls to let through first
 } g_inject[MAX_INJECT];
 static int g_ninject;
+static __thread int g_device = -1; // this thread's current device (aclrtSetDevice is per thread)
 
-EXPORT void standin_fail_next(const char *fn, int status) {
+static void add_inject(const char *fn, int status, int device, long skip) {
   if (g_ninject >= MAX_INJECT) return;
   snprintf(g_inject[g_ninject].fn, sizeof g_inject[0].fn, "%s", fn);
   g_inject[g_ninject].status = status;
+  g_inject[g_ninject].device = device;
+  g_inject[g_ninject].skip = skip;
   g_ninject++;
 }
 
-// Returns the injected status for `fn` (and consumes it), or 0.
-static int injected(const char *fn) {
+EXPORT void standin_fail_next(const char *fn, int status) {
+  GUARD();
+  add_inject(fn, status, -1, 0);
+}
+
+// Call `skip` + 1 of `fn` made on `device` (-1: any; for aclrtSetDevice the device asked for) returns `status`.
+EXPORT void standin_fail_call(const char *fn, int status, int device, long skip) {
+  GUARD();
+  add_inject(fn, status, device, skip);
+}
+
+// W8A16_STANDIN_FAIL="fn:status[@device][+skip],...": the same injections for a process the test cannot reach.
+__attribute__((constructor)) static void inject_from_env(void) {
+  const char *spec = getenv("W8A16_STANDIN_FAIL");
+  if (!spec) return;
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", spec);
+  for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+    char *colon = strchr(item, ':');
+    if (!colon) continue;
+    *colon = 0;
+    char *rest = colon + 1;
+    int status = (int)strtol(rest, &rest, 10), device = -1;
+    long skip = 0;
+    if (*rest == '@') device = (int)strtol(rest + 1, &rest, 10);
+    if (*rest == '+') skip = strtol(rest + 1, &rest, 10);
+    add_inject(item, status, device, skip);
+  }
+}
+
+// Returns the injected status for `fn` on `device` (and consumes it), or 0.
+static int injected_on(const char *fn, int device) {
   for (int i = 0; i < g_ninject; i++) {
-    if (strcmp(g_inject[i].fn, fn) == 0) {
-      int st = g_inject[i].status;
-      memmove(&g_inject[i], &g_inject[i + 1], (size_t)(g_ninject - i - 1) * sizeof g_inject[0]);
-      g_ninject--;
-      set_err("stand-in: injected failure of %s (status %d)", fn, st);
-      return st;
+    if (strcmp(g_inject[i].fn, fn) != 0 || (g_inject[i].device >= 0 && g_inject[i].device != device)) continue;
+    if (g_inject[i].skip > 0) {
+      g_inject[i].skip--;
+      continue;
     }
+    int st = g_inject[i].status;
+    memmove(&g_inject[i], &g_inject[i + 1], (size_t)(g_ninject - i - 1) * sizeof g_inject[0]);
+    g_ninject--;
+    if (device >= 0) set_err("stand-in: injected failure of %s on device %d (status %d)", fn, device, st);
+    else set_err("stand-in: injected failure of %s (status %d)", fn, st);
+    return st;
   }
   return 0;
 }
+
+static int injected(const char *fn) { return injected_on(fn, g_device); }
 
 #define INJECT(name)                      \
   do {                                    \
@@ -141,7 +203,6 @@ static void bput(Buf *b, const char *fmt, ...) {
 // ---------------------------------------------------------------------------------------------------------------
 
 static bool g_inited;
-static int g_device = -1;
 
 typedef struct {
   char *ptr;
@@ -161,6 +222,7 @@ static const Alloc *find_alloc(const void *p, size_t len) {
 }
 
 EXPORT aclError aclInit(const char *configPath) {
+  GUARD();
   (void)configPath;
   INJECT("aclInit");
   if (g_inited) {
@@ -172,6 +234,7 @@ EXPORT aclError aclInit(const char *configPath) {
 }
 
 EXPORT aclError aclFinalize(void) {
+  GUARD();
   INJECT("aclFinalize");
   if (!g_inited) {
     set_err("aclFinalize: aclInit was not called");
@@ -183,7 +246,9 @@ EXPORT aclError aclFinalize(void) {
 }
 
 EXPORT aclError aclrtSetDevice(int32_t deviceId) {
-  INJECT("aclrtSetDevice");
+  GUARD();
+  int st_ = injected_on("aclrtSetDevice", deviceId);
+  if (st_) return st_;
   if (!g_inited) {
     set_err("aclrtSetDevice: aclInit was not called");
     return ACL_ERROR_UNINITIALIZE;
@@ -197,6 +262,7 @@ EXPORT aclError aclrtSetDevice(int32_t deviceId) {
 }
 
 EXPORT aclError aclrtResetDevice(int32_t deviceId) {
+  GUARD();
   INJECT("aclrtResetDevice");
   if (!g_inited || g_device < 0) {
     set_err("aclrtResetDevice: no device set");
@@ -219,6 +285,7 @@ static int need_device(const char *fn) {
 }
 
 EXPORT aclError aclrtMalloc(void **devPtr, size_t size, int policy) {
+  GUARD();
   (void)policy;
   INJECT("aclrtMalloc");
   int st = need_device("aclrtMalloc");
@@ -252,6 +319,7 @@ EXPORT aclError aclrtMalloc(void **devPtr, size_t size, int policy) {
 }
 
 EXPORT aclError aclrtFree(void *devPtr) {
+  GUARD();
   INJECT("aclrtFree");
   for (size_t i = 0; i < g_nallocs; i++) {
     if (g_allocs[i].ptr == devPtr) {
@@ -302,6 +370,7 @@ static aclError memcpy_check(const char *fn, void *dst, size_t destMax, const vo
 }
 
 EXPORT aclError aclrtMemcpy(void *dst, size_t destMax, const void *src, size_t count, int kind) {
+  GUARD();
   INJECT("aclrtMemcpy");
   int st = need_device("aclrtMemcpy");
   if (st) return st;
@@ -367,6 +436,7 @@ static size_t dsize(int dt) {
 EXPORT aclTensor *aclCreateTensor(const int64_t *viewDims, uint64_t viewDimsNum, int dataType, const int64_t *stride,
                                   int64_t offset, int format, const int64_t *storageDims, uint64_t storageDimsNum,
                                   void *tensorData) {
+  GUARD();
   if (injected("aclCreateTensor")) return NULL;
   if (viewDimsNum > MAX_DIMS || storageDimsNum > MAX_DIMS || (viewDimsNum && (!viewDims || !stride)) ||
       (storageDimsNum && !storageDims)) {
@@ -408,6 +478,7 @@ static void destroy_tensor(aclTensor *t) {
 }
 
 EXPORT aclnnStatus aclDestroyTensor(const aclTensor *tensor) {
+  GUARD();
   INJECT("aclDestroyTensor");
   aclTensor *t = (aclTensor *)tensor;
   if (!is_tensor(t)) {
@@ -423,6 +494,7 @@ EXPORT aclnnStatus aclDestroyTensor(const aclTensor *tensor) {
 }
 
 EXPORT aclTensorList *aclCreateTensorList(aclTensor *const *value, uint64_t size) {
+  GUARD();
   if (injected("aclCreateTensorList")) return NULL;
   if (!value || size == 0) {
     set_err("aclCreateTensorList: empty list");
@@ -447,6 +519,7 @@ EXPORT aclTensorList *aclCreateTensorList(aclTensor *const *value, uint64_t size
 }
 
 EXPORT aclnnStatus aclDestroyTensorList(const aclTensorList *array) {
+  GUARD();
   INJECT("aclDestroyTensorList");
   aclTensorList *l = (aclTensorList *)array;
   if (!l || l->magic != MAGIC_LIST) {
@@ -462,6 +535,7 @@ EXPORT aclnnStatus aclDestroyTensorList(const aclTensorList *array) {
 }
 
 EXPORT aclIntArray *aclCreateIntArray(const int64_t *value, uint64_t size) {
+  GUARD();
   if (injected("aclCreateIntArray")) return NULL;
   if (size && !value) {
     set_err("aclCreateIntArray: null values");
@@ -477,6 +551,7 @@ EXPORT aclIntArray *aclCreateIntArray(const int64_t *value, uint64_t size) {
 }
 
 EXPORT aclnnStatus aclDestroyIntArray(const aclIntArray *array) {
+  GUARD();
   INJECT("aclDestroyIntArray");
   aclIntArray *a = (aclIntArray *)array;
   if (!a || a->magic != MAGIC_IARR) {
@@ -491,6 +566,7 @@ EXPORT aclnnStatus aclDestroyIntArray(const aclIntArray *array) {
 }
 
 EXPORT aclScalar *aclCreateScalar(void *value, int dataType) {
+  GUARD();
   if (injected("aclCreateScalar")) return NULL;
   if (!value || (dataType != DT_F32 && dataType != DT_I64 && dataType != DT_I32)) {
     set_err("aclCreateScalar: need a value of FLOAT, INT32 or INT64, got dtype %d", dataType);
@@ -505,6 +581,7 @@ EXPORT aclScalar *aclCreateScalar(void *value, int dataType) {
 }
 
 EXPORT aclnnStatus aclDestroyScalar(const aclScalar *scalar) {
+  GUARD();
   INJECT("aclDestroyScalar");
   aclScalar *s = (aclScalar *)scalar;
   if (!s || s->magic != MAGIC_SCALAR) {
@@ -746,6 +823,7 @@ static void keep_arr(Exec *x, int slot, const aclIntArray *a) {
 }
 
 EXPORT aclError aclrtCreateStream(void **stream) {
+  GUARD();
   INJECT("aclrtCreateStream");
   int st = need_device("aclrtCreateStream");
   if (st) return st;
@@ -760,6 +838,7 @@ static bool is_stream(const void *p) { return p && ((const Stream *)p)->magic ==
 static int run_exec(Exec *x);
 
 EXPORT aclError aclrtSynchronizeStream(void *stream) {
+  GUARD();
   INJECT("aclrtSynchronizeStream");
   if (!is_stream(stream)) {
     set_err("aclrtSynchronizeStream: not a live stream");
@@ -780,6 +859,7 @@ EXPORT aclError aclrtSynchronizeStream(void *stream) {
 }
 
 EXPORT aclError aclrtDestroyStream(void *stream) {
+  GUARD();
   INJECT("aclrtDestroyStream");
   if (!is_stream(stream)) {
     set_err("aclrtDestroyStream: not a live stream");
@@ -804,6 +884,7 @@ static void enqueue(Stream *s, Exec *x) {
 }
 
 EXPORT aclError aclrtMemsetAsync(void *devPtr, size_t maxCount, int32_t value, size_t count, void *stream) {
+  GUARD();
   INJECT("aclrtMemsetAsync");
   int st = need_device("aclrtMemsetAsync");
   if (st) return st;
@@ -934,6 +1015,7 @@ EXPORT aclnnStatus aclnnWeightQuantBatchMatmulV2GetWorkspaceSize(
     const aclTensor *x, const aclTensor *weight, const aclTensor *antiquantScale, const aclTensor *antiquantOffset,
     const aclTensor *quantScale, const aclTensor *quantOffset, const aclTensor *bias, int antiquantGroupSize,
     const aclTensor *y, uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnWeightQuantBatchMatmulV2GetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnWeightQuantBatchMatmulV2");
@@ -1005,6 +1087,7 @@ static void run_wqbmm(Exec *e) {
 
 EXPORT aclnnStatus aclnnWeightQuantBatchMatmulV2(void *workspace, uint64_t workspaceSize, void *executor,
                                                  void *stream) {
+  GUARD();
   return launch("aclnnWeightQuantBatchMatmulV2", workspace, workspaceSize, executor, stream);
 }
 
@@ -1014,6 +1097,7 @@ EXPORT aclnnStatus aclnnWeightQuantBatchMatmulV2(void *workspace, uint64_t works
 
 EXPORT aclnnStatus aclnnMatmulGetWorkspaceSize(const aclTensor *self, const aclTensor *mat2, aclTensor *out,
                                                int8_t cubeMathType, uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnMatmulGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnMatmul");
@@ -1049,6 +1133,7 @@ static void run_matmul(Exec *e) {
 }
 
 EXPORT aclnnStatus aclnnMatmul(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnMatmul", workspace, workspaceSize, executor, stream);
 }
 
@@ -1059,6 +1144,7 @@ EXPORT aclnnStatus aclnnMatmul(void *workspace, uint64_t workspaceSize, void *ex
 EXPORT aclnnStatus aclnnRmsNormGetWorkspaceSize(const aclTensor *x, const aclTensor *gamma, double epsilon,
                                                 const aclTensor *yOut, const aclTensor *rstdOut,
                                                 uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnRmsNormGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnRmsNorm");
@@ -1104,6 +1190,7 @@ static void run_rmsnorm(Exec *e) {
 }
 
 EXPORT aclnnStatus aclnnRmsNorm(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnRmsNorm", workspace, workspaceSize, executor, stream);
 }
 
@@ -1114,6 +1201,7 @@ EXPORT aclnnStatus aclnnRmsNorm(void *workspace, uint64_t workspaceSize, void *e
 EXPORT aclnnStatus aclnnApplyRotaryPosEmbGetWorkspaceSize(aclTensor *queryRef, aclTensor *keyRef,
                                                           const aclTensor *cos, const aclTensor *sin, int64_t layout,
                                                           uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnApplyRotaryPosEmbGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnApplyRotaryPosEmb");
@@ -1167,6 +1255,7 @@ static void run_rope(Exec *e) {
 }
 
 EXPORT aclnnStatus aclnnApplyRotaryPosEmb(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnApplyRotaryPosEmb", workspace, workspaceSize, executor, stream);
 }
 
@@ -1187,6 +1276,7 @@ EXPORT aclnnStatus aclnnFusedInferAttentionScoreV2GetWorkspaceSize(
     int64_t blockSize, int64_t antiquantMode, bool softmaxLseFlag, int64_t keyAntiquantMode,
     int64_t valueAntiquantMode, const aclTensor *attentionOut, const aclTensor *softmaxLse, uint64_t *workspaceSize,
     void **executor) {
+  GUARD();
   INJECT("aclnnFusedInferAttentionScoreV2GetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnFusedInferAttentionScoreV2");
@@ -1355,6 +1445,7 @@ static int run_fia(Exec *e) {
 
 EXPORT aclnnStatus aclnnFusedInferAttentionScoreV2(void *workspace, uint64_t workspaceSize, void *executor,
                                                    void *stream) {
+  GUARD();
   return launch("aclnnFusedInferAttentionScoreV2", workspace, workspaceSize, executor, stream);
 }
 
@@ -1367,6 +1458,7 @@ EXPORT aclnnStatus aclnnScatterPaKvCacheGetWorkspaceSize(
     aclTensor *valueCacheRef, const aclTensor *compressLens, const aclTensor *compressSeqOffset,
     const aclTensor *seqLens, char *cacheMode, char *scatterMode, const aclIntArray *strides,
     const aclIntArray *offsets, uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnScatterPaKvCacheGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnScatterPaKvCache");
@@ -1426,6 +1518,7 @@ static int run_scatter(Exec *e) {
 }
 
 EXPORT aclnnStatus aclnnScatterPaKvCache(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnScatterPaKvCache", workspace, workspaceSize, executor, stream);
 }
 
@@ -1436,6 +1529,7 @@ EXPORT aclnnStatus aclnnScatterPaKvCache(void *workspace, uint64_t workspaceSize
 EXPORT aclnnStatus aclnnQuantizeGetWorkspaceSize(const aclTensor *x, const aclTensor *scales,
                                                  const aclTensor *zeroPoints, int dtype, int32_t axis, aclTensor *out,
                                                  uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnQuantizeGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnQuantize");
@@ -1473,6 +1567,7 @@ static void run_quantize(Exec *e) {
 }
 
 EXPORT aclnnStatus aclnnQuantize(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnQuantize", workspace, workspaceSize, executor, stream);
 }
 
@@ -1489,6 +1584,7 @@ static bool same_shape(const aclTensor *a, const aclTensor *b) {
 
 EXPORT aclnnStatus aclnnSiluGetWorkspaceSize(const aclTensor *self, aclTensor *out, uint64_t *workspaceSize,
                                              void **executor) {
+  GUARD();
   INJECT("aclnnSiluGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnSilu");
@@ -1503,11 +1599,13 @@ EXPORT aclnnStatus aclnnSiluGetWorkspaceSize(const aclTensor *self, aclTensor *o
 }
 
 EXPORT aclnnStatus aclnnSilu(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnSilu", workspace, workspaceSize, executor, stream);
 }
 
 EXPORT aclnnStatus aclnnMulGetWorkspaceSize(const aclTensor *self, const aclTensor *other, aclTensor *out,
                                             uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnMulGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnMul");
@@ -1524,11 +1622,13 @@ EXPORT aclnnStatus aclnnMulGetWorkspaceSize(const aclTensor *self, const aclTens
 }
 
 EXPORT aclnnStatus aclnnMul(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnMul", workspace, workspaceSize, executor, stream);
 }
 
 EXPORT aclnnStatus aclnnAddGetWorkspaceSize(const aclTensor *self, const aclTensor *other, const aclScalar *alpha,
                                             aclTensor *out, uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnAddGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnAdd");
@@ -1550,6 +1650,7 @@ EXPORT aclnnStatus aclnnAddGetWorkspaceSize(const aclTensor *self, const aclTens
 }
 
 EXPORT aclnnStatus aclnnAdd(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnAdd", workspace, workspaceSize, executor, stream);
 }
 
@@ -1573,6 +1674,7 @@ static void run_elementwise(Exec *e) {
 
 EXPORT aclnnStatus aclnnCastGetWorkspaceSize(const aclTensor *self, int dtype, aclTensor *out,
                                              uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnCastGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnCast");
@@ -1588,12 +1690,14 @@ EXPORT aclnnStatus aclnnCastGetWorkspaceSize(const aclTensor *self, int dtype, a
 }
 
 EXPORT aclnnStatus aclnnCast(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnCast", workspace, workspaceSize, executor, stream);
 }
 
 // aclnnInplaceCopy(selfRef, src): selfRef = src, any strides (the on-stream copy used for aliased outputs)
 EXPORT aclnnStatus aclnnInplaceCopyGetWorkspaceSize(aclTensor *selfRef, const aclTensor *src, uint64_t *workspaceSize,
                                                     void **executor) {
+  GUARD();
   INJECT("aclnnInplaceCopyGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnInplaceCopy");
@@ -1608,6 +1712,7 @@ EXPORT aclnnStatus aclnnInplaceCopyGetWorkspaceSize(aclTensor *selfRef, const ac
 }
 
 EXPORT aclnnStatus aclnnInplaceCopy(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnInplaceCopy", workspace, workspaceSize, executor, stream);
 }
 
@@ -1643,21 +1748,25 @@ static aclnnStatus gather_gws(int op, const char *name, const aclTensor *src, co
 
 EXPORT aclnnStatus aclnnEmbeddingGetWorkspaceSize(const aclTensor *weight, const aclTensor *indices,
                                                   const aclTensor *out, uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnEmbeddingGetWorkspaceSize");
   return gather_gws(OP_EMBEDDING, "aclnnEmbedding", weight, indices, out, 0, workspaceSize, executor);
 }
 
 EXPORT aclnnStatus aclnnEmbedding(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnEmbedding", workspace, workspaceSize, executor, stream);
 }
 
 EXPORT aclnnStatus aclnnIndexSelectGetWorkspaceSize(const aclTensor *self, int64_t dim, const aclTensor *index,
                                                     aclTensor *out, uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnIndexSelectGetWorkspaceSize");
   return gather_gws(OP_INDEX_SELECT, "aclnnIndexSelect", self, index, out, dim, workspaceSize, executor);
 }
 
 EXPORT aclnnStatus aclnnIndexSelect(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnIndexSelect", workspace, workspaceSize, executor, stream);
 }
 
@@ -1681,6 +1790,7 @@ static int run_gather(Exec *e) {
 
 EXPORT aclnnStatus aclnnArgMaxGetWorkspaceSize(const aclTensor *self, int64_t dim, bool keepdim, aclTensor *out,
                                                uint64_t *workspaceSize, void **executor) {
+  GUARD();
   INJECT("aclnnArgMaxGetWorkspaceSize");
   const char *a2 = NULL;
   log_begin("aclnnArgMax");
@@ -1699,6 +1809,7 @@ EXPORT aclnnStatus aclnnArgMaxGetWorkspaceSize(const aclTensor *self, int64_t di
 }
 
 EXPORT aclnnStatus aclnnArgMax(void *workspace, uint64_t workspaceSize, void *executor, void *stream) {
+  GUARD();
   return launch("aclnnArgMax", workspace, workspaceSize, executor, stream);
 }
 
@@ -1719,23 +1830,31 @@ static void run_argmax(Exec *e) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// HCCL: communicators of one process (ranks are backends in the same process); all-reduce completes when the
-// last rank's queued task runs, and then writes the sum to every rank's receive buffer.
+// HCCL: communicators of one process (ranks are backends in the same process, on one thread or several). The last
+// rank's task of a round writes the sum to every rank's receive buffer; a rank on its own thread waits for it.
 // ---------------------------------------------------------------------------------------------------------------
 
 #define HCCL_ROOT_INFO_BYTES 4108
 #define MAX_GROUPS 16
 #define MAX_RANKS 16
+/** How long a rank waits for the others' part of a collective when HCCL_EXEC_TIMEOUT is unset: long enough for any
+ * test step on a loaded 2-core box, short enough that a hang shows up as a failure rather than a stuck test run. */
+#define STANDIN_HCCL_TIMEOUT_S 60
 
 typedef struct {
   int id, nRanks, joined, contributed, dtype;
   bool member[MAX_RANKS];
+  bool left[MAX_RANKS];   // destroyed its communicator
+  bool in[MAX_RANKS];     // contributed to the current round
+  pthread_t owner[MAX_RANKS]; // the thread that joined as this rank
+  unsigned long rounds;   // completed all-reduce rounds
   uint64_t count;
   double *acc;
   void *recv[MAX_RANKS];
 } Group;
 static Group g_groups[MAX_GROUPS];
 static int g_ngroups, g_next_group = 1;
+static pthread_cond_t g_hccl_cv = PTHREAD_COND_INITIALIZER; // signalled when a round completes or a rank leaves
 
 typedef struct {
   uint32_t magic;
@@ -1744,6 +1863,7 @@ typedef struct {
 #define MAGIC_COMM 0x4d4d4f43u
 
 EXPORT HcclResult HcclGetRootInfo(void *rootInfo) {
+  GUARD();
   INJECT("HcclGetRootInfo");
   if (!rootInfo) {
     set_err("HcclGetRootInfo: null rootInfo");
@@ -1757,6 +1877,7 @@ EXPORT HcclResult HcclGetRootInfo(void *rootInfo) {
 }
 
 EXPORT HcclResult HcclCommInitRootInfo(uint32_t nRanks, const void *rootInfo, uint32_t rank, void **comm) {
+  GUARD();
   INJECT("HcclCommInitRootInfo");
   if (!rootInfo || !comm || memcmp(rootInfo, "STANDIN-HCCL", 12) != 0) {
     set_err("HcclCommInitRootInfo: rootInfo does not come from HcclGetRootInfo");
@@ -1786,6 +1907,8 @@ EXPORT HcclResult HcclCommInitRootInfo(uint32_t nRanks, const void *rootInfo, ui
     return HCCL_E_PARA;
   }
   g->member[rank] = true;
+  g->left[rank] = false;
+  g->owner[rank] = pthread_self();
   g->joined++;
   Comm *c = calloc(1, sizeof *c);
   c->magic = MAGIC_COMM;
@@ -1803,6 +1926,7 @@ static Group *group_of(const Comm *c) {
 
 EXPORT HcclResult HcclAllReduce(void *sendBuf, void *recvBuf, uint64_t count, int dataType, int op, void *comm,
                                 void *stream) {
+  GUARD();
   INJECT("HcclAllReduce");
   Comm *c = comm;
   if (!c || c->magic != MAGIC_COMM) {
@@ -1833,13 +1957,39 @@ EXPORT HcclResult HcclAllReduce(void *sendBuf, void *recvBuf, uint64_t count, in
   return HCCL_SUCCESS;
 }
 
+static Group *group_by_id(int id) {
+  for (int i = 0; i < g_ngroups; i++)
+    if (g_groups[i].id == id) return &g_groups[i];
+  return NULL;
+}
+
+// A rank that left (HcclCommDestroy) and has not given its part of the current round, or -1.
+static int missing_rank_left(const Group *g) {
+  for (int r = 0; r < g->nRanks; r++)
+    if (g->left[r] && !g->in[r]) return r;
+  return -1;
+}
+
+static int hccl_timeout_s(void) {
+  const char *v = getenv("HCCL_EXEC_TIMEOUT");
+  int s = v ? atoi(v) : 0;
+  return s > 0 ? s : STANDIN_HCCL_TIMEOUT_S;
+}
+
+// Runs with g_mu held (from aclrtSynchronizeStream); the wait releases it so the other ranks' threads can run.
 static int run_allreduce(Exec *x) {
   Comm *c = x->p[2];
-  Group *g = group_of(c);
+  const int id = c->group, rank = c->rank;
+  Group *g = group_by_id(id);
   uint64_t count = (uint64_t)x->i[0];
   int dt = (int)x->i[1];
   if (!g) {
     set_err("stand-in kernel fault in HcclAllReduce: communicator destroyed");
+    return ACL_ERROR_RT_AICORE_EXCEPTION;
+  }
+  int gone = missing_rank_left(g);
+  if (gone >= 0) {
+    set_err("stand-in collective fault in HcclAllReduce (rank %d): rank %d left the communicator", rank, gone);
     return ACL_ERROR_RT_AICORE_EXCEPTION;
   }
   if (g->contributed == 0) {
@@ -1849,23 +1999,55 @@ static int run_allreduce(Exec *x) {
     g->acc = calloc(count, sizeof *g->acc);
   } else if (g->count != count || g->dtype != dt) {
     set_err("stand-in kernel fault in HcclAllReduce: rank %d reduces %llu elements of dtype %d, others %llu of %d",
-            c->rank, (unsigned long long)count, dt, (unsigned long long)g->count, g->dtype);
+            rank, (unsigned long long)count, dt, (unsigned long long)g->count, g->dtype);
     return ACL_ERROR_RT_AICORE_EXCEPTION;
   }
   aclTensor v = {.magic = MAGIC_TENSOR, .dtype = dt, .data = x->p[0]};
   for (uint64_t i = 0; i < count; i++) g->acc[i] += rd(&v, (int64_t)i);
-  g->recv[c->rank] = x->p[1];
+  g->recv[rank] = x->p[1];
+  g->in[rank] = true;
   if (++g->contributed == g->nRanks) {
     for (int r = 0; r < g->nRanks; r++) {
       aclTensor o = {.magic = MAGIC_TENSOR, .dtype = dt, .data = g->recv[r]};
       for (uint64_t i = 0; i < count; i++) wr(&o, (int64_t)i, g->acc[i]);
+      g->in[r] = false;
     }
     g->contributed = 0;
+    g->rounds++;
+    pthread_cond_broadcast(&g_hccl_cv);
+    return 0;
   }
-  return 0;
+  // A missing rank driven by this thread cannot arrive while this thread waits: complete later, when its stream runs.
+  pthread_t self = pthread_self();
+  for (int r = 0; r < g->nRanks; r++)
+    if (!g->in[r] && pthread_equal(g->owner[r], self)) return 0;
+  const unsigned long round = g->rounds;
+  const int timeout_s = hccl_timeout_s();
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += timeout_s;
+  for (;;) {
+    int w = pthread_cond_timedwait(&g_hccl_cv, &g_mu, &deadline);
+    g = group_by_id(id); // the table may have been compacted while unlocked
+    if (g && g->rounds != round) return 0;
+    if (!g || (gone = missing_rank_left(g)) >= 0) {
+      set_err("stand-in collective fault in HcclAllReduce (rank %d): rank %d left the communicator before its part "
+              "of the all-reduce", rank, g ? gone : -1);
+      return ACL_ERROR_RT_AICORE_EXCEPTION;
+    }
+    if (w == ETIMEDOUT) {
+      int missing = -1;
+      for (int r = 0; r < g->nRanks && missing < 0; r++)
+        if (!g->in[r]) missing = r;
+      set_err("stand-in collective timeout in HcclAllReduce (rank %d): rank %d gave no part within %d s "
+              "(HCCL_EXEC_TIMEOUT)", rank, missing, timeout_s);
+      return ACL_ERROR_RT_AICORE_EXCEPTION;
+    }
+  }
 }
 
 EXPORT HcclResult HcclCommDestroy(void *comm) {
+  GUARD();
   INJECT("HcclCommDestroy");
   Comm *c = comm;
   if (!c || c->magic != MAGIC_COMM) {
@@ -1873,16 +2055,19 @@ EXPORT HcclResult HcclCommDestroy(void *comm) {
     return HCCL_E_PARA;
   }
   Group *g = group_of(c);
+  if (g) g->left[c->rank] = true;
   if (g && --g->joined == 0) {
     free(g->acc);
     *g = g_groups[--g_ngroups];
   }
+  pthread_cond_broadcast(&g_hccl_cv); // ranks waiting for this one's part stop waiting
   c->magic = 0;
   free(c);
   return HCCL_SUCCESS;
 }
 
 EXPORT const char *HcclGetErrorString(HcclResult code) {
+  GUARD();
   switch (code) {
     case HCCL_SUCCESS: return "HCCL_SUCCESS";
     case HCCL_E_PARA: return "HCCL_E_PARA: parameter error";
@@ -1930,18 +2115,26 @@ static int run_exec(Exec *x) {
 // test controls (stand-in only)
 // ---------------------------------------------------------------------------------------------------------------
 
-EXPORT void standin_set_mem_limit(size_t bytes) { g_limit = bytes; }
+EXPORT void standin_set_mem_limit(size_t bytes) {
+  GUARD();
+  g_limit = bytes;
+}
 
 EXPORT void standin_reset(void) {
+  GUARD();
   g_ninject = 0;
   g_limit = 0;
   g_log.len = 0;
   g_err[0] = 0;
 }
 
-EXPORT void standin_log_clear(void) { g_log.len = 0; }
+EXPORT void standin_log_clear(void) {
+  GUARD();
+  g_log.len = 0;
+}
 
 EXPORT const char *standin_log_json(void) {
+  GUARD();
   static Buf out;
   out.len = 0;
   bput(&out, "[%.*s]", (int)g_log.len, g_log.p ? g_log.p : "");
@@ -1949,6 +2142,7 @@ EXPORT const char *standin_log_json(void) {
 }
 
 EXPORT const char *standin_stats_json(void) {
+  GUARD();
   g_stats.len = 0;
   bput(&g_stats,
        "{\"liveTensors\":%ld,\"liveTensorLists\":%ld,\"liveIntArrays\":%ld,\"liveScalars\":%ld,"

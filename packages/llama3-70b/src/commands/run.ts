@@ -39,14 +39,17 @@ export const RUN_FLAGS = {
   max_batch_size: { kind: 'int', help: 'prompts decoded together (default: all of them)' },
   num_blocks: { kind: 'int', help: 'KV-cache blocks per layer (default: enough for max_batch_size full sequences)' },
   max_prefill_tokens: { kind: 'int', help: `prompt tokens per prefill step (default: the batch, at most ${DEFAULT_PREFILL_TOKEN_CAP})` },
-  is_chat_model: { kind: 'switch', help: 'wrap each text in the LLaMA-3 Instruct chat format' },
+  is_chat_model: { kind: 'switch', help: "wrap each text in the checkpoint's chat template (tokenizer_config.json chat_template; the LLaMA-3 Instruct format when it has none)" },
   temperature: { kind: 'number', help: 'sampling temperature (default 0: greedy)' },
   top_k: { kind: 'int', help: 'sample among the k most likely tokens (0: off)' },
   top_p: { kind: 'number', help: 'sample within the top-p probability mass (1: off)' },
   seed: { kind: 'int', help: 'seed of the sampling stream (default: random, printed)' },
   ignore_eos: { kind: 'switch', help: 'do not stop at eos / <|eot_id|> (benchmarks)' },
   threads: { kind: 'int', help: 'threads per operation, per rank (default: all cores, divided among the ranks)' },
-  world_size: { kind: 'int', help: 'tensor-parallel ranks, one thread each, weights split as ATB-Models does (default 1)' },
+  world_size: {
+    kind: 'int',
+    help: 'tensor-parallel ranks, weights split as ATB-Models does (default 1): on the NPU one device per rank (0..N-1) with HCCL all-reduce, on the host one thread per rank',
+  },
   kernels: { kind: 'string', choices: ['native', 'js', 'auto'], help: 'host kernels (default auto: native when built, else js)' },
   device_type: { kind: 'string', choices: ['cpu', 'npu', 'auto'], help: 'npu: the Ascend backend (CANN libraries); cpu: the host; auto (default): npu when its libraries are found, else cpu' },
   kv_cache_dtype: {
@@ -148,12 +151,10 @@ export function parseRunArgs(argv: readonly string[]): RunOptions | 'help' {
   };
 }
 
+/** Rank 0's backend (the only one when --world_size is 1): the NPU's device 0, or the host. */
 function backendFor(opts: RunOptions): Backend {
-  if (opts.worldSize > 1 && opts.deviceType === 'npu') {
-    throw new CliError('E_UNSUPPORTED', '--world_size > 1 runs on the host in this build; tensor parallelism across NPUs (HCCL) is not wired yet');
-  }
   return selectBackend({
-    deviceType: opts.worldSize > 1 ? 'cpu' : opts.deviceType,
+    deviceType: opts.deviceType,
     threads: opts.threads ?? (opts.worldSize > 1 ? defaultThreadsPerRank(opts.worldSize) : undefined),
     kernels: opts.kernels,
     log: (m) => process.stderr.write(`${m}\n`),
@@ -315,8 +316,12 @@ function summaryLine(r: GenerateResult, backend: Backend, w: LlamaWeights, kv: K
   const f = (p: PhaseTiming) => `${p.tokens} tokens in ${p.seconds.toFixed(3)} s, ${tokensPerSecond(p).toFixed(1)} tokens/s`;
   const kind = w.summary.format === 'w8a16' ? `W8A16 (${w.summary.linearsW8A16} int8 linears)` : 'float';
   const seed = r.seed !== undefined ? `, seed ${r.seed}` : '';
-  const ranks = worldSize > 1 ? `, ${worldSize} tensor-parallel ranks` : '';
-  return `prefill: ${f(r.prefill)} | decode: ${f(r.decode)} | ${backend.info.name} ${backend.info.kernels}, ${backend.info.threads} thread(s)${ranks}, ${kind}, kv ${kv.dtype} ${formatBytes(kv.bytes)}${seed}`;
+  const npu = backend.info.name === 'ascend' && 'deviceId' in backend ? (backend.deviceId as number) : undefined;
+  const where =
+    npu !== undefined && worldSize > 1
+      ? `${worldSize} tensor-parallel ranks on the Ascend backend (NPUs ${npu}..${npu + worldSize - 1}, HCCL all-reduce)`
+      : `${backend.info.threads} thread(s)${worldSize > 1 ? `, ${worldSize} tensor-parallel ranks` : ''}`;
+  return `prefill: ${f(r.prefill)} | decode: ${f(r.decode)} | ${backend.info.name} ${backend.info.kernels}, ${where}, ${kind}, kv ${kv.dtype} ${formatBytes(kv.bytes)}${seed}`;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -353,7 +358,17 @@ export async function main(argv: readonly string[]): Promise<number> {
     const kvCache: KvCacheChoice = opts.kvCacheDType;
     try {
       if (opts.worldSize > 1) {
-        tp = await startTensorParallel({ dir: opts.dir, worldSize: opts.worldSize, backend, model: modelOptions, load: { logger, kvCache }, threadsPerRank: backend.info.threads, kernels: opts.kernels });
+        tp = await startTensorParallel({
+          dir: opts.dir,
+          worldSize: opts.worldSize,
+          backend,
+          model: modelOptions,
+          load: { logger, kvCache },
+          threadsPerRank: backend.info.threads,
+          kernels: opts.kernels,
+          // Rank 0 on the NPU (npu, or auto with the libraries found): every rank on its own NPU.
+          ascend: backend.info.name === 'ascend' ? {} : undefined,
+        });
         weights = tp.weights;
         model = tp.model;
       } else {

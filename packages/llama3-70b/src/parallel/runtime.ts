@@ -1,18 +1,28 @@
-// Tensor parallelism on the host: rank 0 is the calling thread (it also tokenizes, samples and runs the generation
-// loop, through TensorParallelModel, a LlamaModel), ranks 1..N-1 are worker threads each with its own host backend
-// and shard of the weights, all meeting in the shared-memory collectives of collective.ts. Not the sharding rules
-// (shard.ts) nor the forward pass (model/llama.ts).
+// Tensor parallelism: rank 0 is the calling thread (it also tokenizes, samples and runs the generation loop, through
+// TensorParallelModel, a LlamaModel), ranks 1..N-1 are worker threads each with its own backend and shard of the
+// weights. Commands and failures travel through the shared-memory group of collective.ts; the all-reduce after
+// o_proj / down_proj is that group's on the host, HCCL's on Ascend NPUs (one device per rank). Not the sharding
+// rules (shard.ts) nor the forward pass (model/llama.ts).
 
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { createHostBackend, type Backend, type HostKernels, type Tensor } from '@w8a16/ascend-runtime';
+import {
+  AscendError,
+  createAscendBackend,
+  createHostBackend,
+  type ActDType,
+  type AscendBackend,
+  type Backend,
+  type HostKernels,
+  type Tensor,
+} from '@w8a16/ascend-runtime';
 import { readLlamaConfig } from '@w8a16/format';
 import { CliError } from '../cli/errors';
 import { LlamaModel, type LlamaModelOptions } from '../model/llama';
 import { loadLlamaWeights, type KvCacheChoice, type LlamaWeights, type LoadOptions } from '../model/load';
-import { createGroupBuffer, GroupAbortedError, ShmGroup, type GroupLayout } from './collective';
+import { createGroupBuffer, GroupAbortedError, ShmGroup, type GroupLayout, type RankFailure } from './collective';
 import { planShard } from './shard';
 
 /** A worker that does not end within this long after being told to exit is terminated. */
@@ -33,6 +43,21 @@ const MB_HEADER = 4;
 /** Model options every rank shares (the all-reduce hook is added per rank). */
 export type RankModelOptions = Omit<LlamaModelOptions, 'allReduce'>;
 
+/** Ranks on Ascend NPUs: rank r opens device `deviceId(rank 0) + r` and joins rank 0's HCCL communicator. */
+export interface AscendRankOptions {
+  /** Where the worker ranks find the CANN libraries (default: the same search as rank 0, same environment). */
+  libDir?: string;
+  /** Activation dtype of the worker ranks' backends; must be rank 0's (default f16, as createAscendBackend). */
+  actDType?: ActDType;
+}
+
+/** What a worker rank needs to open its NPU and join the communicator. */
+export interface AscendRankInit extends AscendRankOptions {
+  deviceId: number;
+  /** Rank 0's HcclGetRootInfo bytes. */
+  rootInfo: Uint8Array;
+}
+
 /** What a worker rank receives as workerData. */
 export interface RankInit {
   dir: string;
@@ -44,6 +69,42 @@ export interface RankInit {
   kvCache: KvCacheChoice | undefined;
   threads: number;
   kernels: HostKernels;
+  /** Set: the rank runs on an NPU with HCCL; unset: on the host with the shared-memory all-reduce. */
+  ascend?: AscendRankInit;
+}
+
+/** How a rank's model meets the others inside a step. */
+interface RankCollective {
+  /** In-place sum of a partial (o_proj / down_proj output) over the ranks. */
+  allReduce(t: Tensor): void;
+  /**
+   * After each step: waits for the device, so a rank's device fault surfaces in the step that caused it (naming that
+   * rank) and no rank goes back to the command mailbox while its collectives are still queued.
+   */
+  endStep(): void;
+  /** A failing rank leaves the device communicator at once, so peers waiting in a collective for it stop waiting. */
+  leave(): void;
+}
+
+function hostCollective(group: ShmGroup, backend: Backend): RankCollective {
+  return { allReduce: (t) => group.allReduceSum(backend, t), endStep: () => {}, leave: () => {} };
+}
+
+function ascendCollective(backend: AscendBackend): RankCollective {
+  return { allReduce: (t) => backend.allReduceSum(t), endStep: () => backend.synchronize(), leave: () => backend.destroyCommunicator() };
+}
+
+function isAscendBackend(b: Backend): b is AscendBackend {
+  return b.info.name === 'ascend' && typeof (b as Partial<AscendBackend>).allReduceSum === 'function';
+}
+
+/** Runs a cleanup step after a failure: the failure that matters is already reported, and a dead device may refuse. */
+function attempt(f: () => void): void {
+  try {
+    f();
+  } catch {
+    // the next cleanup step still runs
+  }
 }
 
 /** The command mailbox over a group's shared buffer, with typed views of its arrays. */
@@ -95,8 +156,14 @@ export class TensorParallelModel extends LlamaModel {
   readonly worldSize: number;
   private readonly mail: Mailbox;
 
-  constructor(weights: LlamaWeights, backend: Backend, options: RankModelOptions, group: ShmGroup) {
-    super(weights, backend, { ...options, allReduce: (t: Tensor) => group.allReduceSum(backend, t) });
+  constructor(
+    weights: LlamaWeights,
+    backend: Backend,
+    options: RankModelOptions,
+    private readonly group: ShmGroup,
+    private readonly collective: RankCollective = hostCollective(group, backend),
+  ) {
+    super(weights, backend, { ...options, allReduce: (t: Tensor) => collective.allReduce(t) });
     this.worldSize = group.worldSize;
     this.mail = new Mailbox(group, options.maxSeqsPerStep, options.maxTokensPerStep);
   }
@@ -115,7 +182,33 @@ export class TensorParallelModel extends LlamaModel {
         for (let s = 0; s <= S; s++) this.mail.queryStart[s] = queryStart[s];
       });
     }
-    return super.forward(seqIds, tokens, queryStart, allPositions);
+    try {
+      const logits = super.forward(seqIds, tokens, queryStart, allPositions);
+      this.collective.endStep();
+      return logits;
+    } catch (e) {
+      throw this.failStep(e);
+    }
+  }
+
+  /**
+   * Rank 0's step failed: the group is marked failed (ranks waiting in a host collective or for the next command stop)
+   * and the error to report is chosen. A device error names its rank; one that came while another rank had already
+   * failed is that rank's doing (it left the communicator mid-collective): its failure is reported, with rank 0's after.
+   */
+  private failStep(e: unknown): unknown {
+    if (e instanceof GroupAbortedError) return e;
+    const peer = this.group.failure();
+    this.group.abort(e);
+    if (!(e instanceof AscendError)) return e; // a model error (E_CONTEXT_FULL, ...): every rank has it, rank 0 reports
+    const failure: RankFailure =
+      peer && peer.rank !== 0 ? { ...peer, message: `${peer.message} (rank 0 then: ${e.message})` } : { rank: 0, code: e.code, message: e.message };
+    return new GroupAbortedError(failure);
+  }
+
+  /** Rank 0 gives up on the device communicator (after a failure), so workers blocked in a collective return. */
+  leaveCommunicator(): void {
+    this.collective.leave();
   }
 
   override release(seqId: number): void {
@@ -153,15 +246,25 @@ export class TensorParallelModel extends LlamaModel {
 export function runRank(init: RankInit, post: (msg: RankMessage) => void): void {
   const group = new ShmGroup(init.buffer, init.layout, init.rank);
   let backend: Backend | undefined;
+  let collective: RankCollective | undefined;
   let weights: LlamaWeights | undefined;
   let model: LlamaModel | undefined;
   let ready = false;
   try {
-    backend = createHostBackend({ threads: init.threads, kernels: init.kernels });
+    const a = init.ascend;
+    if (a) {
+      const be = createAscendBackend({ deviceId: a.deviceId, libDir: a.libDir, actDType: a.actDType });
+      backend = be;
+      be.initCommunicator(init.worldSize, init.rank, a.rootInfo);
+      collective = ascendCollective(be);
+    } else {
+      backend = createHostBackend({ threads: init.threads, kernels: init.kernels });
+      collective = hostCollective(group, backend);
+    }
     const { config } = readLlamaConfig(init.dir);
     weights = loadLlamaWeights(init.dir, backend, { kvCache: init.kvCache, shard: planShard(config, init.rank, init.worldSize) });
-    const be = backend;
-    model = new LlamaModel(weights, be, { ...init.model, allReduce: (t) => group.allReduceSum(be, t) });
+    const c = collective;
+    model = new LlamaModel(weights, backend, { ...init.model, allReduce: (t) => c.allReduce(t) });
     const mail = new Mailbox(group, init.model.maxSeqsPerStep, init.model.maxTokensPerStep);
     post({ type: 'ready', rank: init.rank });
     ready = true;
@@ -178,6 +281,7 @@ export function runRank(init: RankInit, post: (msg: RankMessage) => void): void 
         let v = views.get(key);
         if (!v) views.set(key, (v = [mail.seqIds.subarray(0, S), mail.tokens.subarray(0, T), mail.queryStart.subarray(0, S + 1)]));
         model.forwardLayers(v[0], v[1], v[2]);
+        collective.endStep();
       } else if (cmd === CMD_RELEASE) model.release(w[MB_ARG]);
       else if (cmd === CMD_RESET) model.reset();
       else throw new CliError('E_TP_PROTOCOL', `rank ${init.rank}: unknown command ${cmd} from the driver`);
@@ -185,14 +289,19 @@ export function runRank(init: RankInit, post: (msg: RankMessage) => void): void 
   } catch (e) {
     // Another rank's failure is reported by that rank; this one records and reports its own.
     if (!(e instanceof GroupAbortedError)) {
+      // Recorded before leaving the communicator: a peer that then fails in a collective finds this rank's failure.
       group.abort(e);
       const err = e as { code?: unknown; message?: unknown };
       post({ type: 'error', rank: init.rank, ready, code: typeof err.code === 'string' ? err.code : undefined, message: String(err.message ?? e) });
     }
+    const c = collective;
+    if (c) attempt(() => c.leave());
   } finally {
-    model?.dispose();
-    weights?.free();
-    backend?.dispose();
+    // Every step is tried: the communicator and the device are released even when freeing a buffer fails.
+    const [m, w, b] = [model, weights, backend];
+    if (m) attempt(() => m.dispose());
+    if (w) attempt(() => w.free());
+    if (b) attempt(() => b.dispose());
   }
 }
 
@@ -216,13 +325,22 @@ export interface TensorParallelOptions {
   kernels?: HostKernels;
   /** The worker entry (default: parallel-worker.js beside this module, i.e. the built app). */
   workerScript?: string;
+  /**
+   * Run on Ascend NPUs: `backend` must then be rank 0's Ascend backend (device d), rank r opens device d + r, and the
+   * all-reduce is HCCL's on the device tensors. Unset: host ranks (threadsPerRank, kernels).
+   */
+  ascend?: AscendRankOptions;
 }
 
 export interface TensorParallelRun {
   model: TensorParallelModel;
   /** Rank 0's shard of the weights. */
   weights: LlamaWeights;
-  /** Stops the workers and waits for their threads to end; then frees rank 0's model and weights. */
+  /**
+   * Stops the workers and waits for their threads to end; then frees rank 0's model and weights. After a failure on
+   * NPUs, rank 0 first leaves the communicator so a worker blocked in a collective returns. Rank 0's backend stays
+   * the caller's to dispose.
+   */
   close(): Promise<void>;
 }
 
@@ -243,22 +361,34 @@ export async function startTensorParallel(opts: TensorParallelOptions): Promise<
   if (N > 1 && !existsSync(script)) {
     throw new CliError('E_TP_WORKER_MISSING', `tensor-parallel worker script ${script} not found: build the app (npx tsup, entry 'parallel-worker') or pass workerScript`);
   }
+  const rank0 = opts.backend;
+  let ascend: AscendBackend | undefined;
+  if (opts.ascend) {
+    if (!isAscendBackend(rank0)) {
+      throw new CliError('E_ARGUMENT', `startTensorParallel: ascend ranks need rank 0 on the Ascend backend, found the ${rank0.info.name} backend`);
+    }
+    ascend = rank0;
+  }
   const m = opts.model;
   const layout: GroupLayout = {
     worldSize: N,
     mailboxInts: Mailbox.ints(m.maxSeqsPerStep, m.maxTokensPerStep),
-    reduceElements: m.maxTokensPerStep * config.hiddenSize,
+    // HCCL sums on the devices: the group's host slots are then unused (one element is the smallest layout).
+    reduceElements: ascend ? 1 : m.maxTokensPerStep * config.hiddenSize,
   };
   const buffer = createGroupBuffer(layout);
   const group = new ShmGroup(buffer, layout, 0);
   const threads = opts.threadsPerRank ?? defaultThreadsPerRank(N);
   const kernels = opts.kernels ?? 'auto';
 
+  // Rank 0 makes the communicator's root info; the workers get it with their workerData.
+  const rootInfo = ascend?.hcclRootInfo();
   const workers: Worker[] = [];
   const exited: Promise<void>[] = [];
   const ready: Promise<void>[] = [];
   for (let rank = 1; rank < N; rank++) {
     const init: RankInit = { dir: opts.dir, rank, worldSize: N, buffer, layout, model: m, kvCache: opts.load?.kvCache, threads, kernels };
+    if (ascend && rootInfo) init.ascend = { deviceId: ascend.deviceId + rank, rootInfo, libDir: opts.ascend?.libDir, actDType: opts.ascend?.actDType };
     const w = new Worker(script, { workerData: init });
     workers.push(w);
     exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
@@ -280,17 +410,28 @@ export async function startTensorParallel(opts: TensorParallelOptions): Promise<
     clearTimeout(timer);
   };
 
+  const collective = ascend ? ascendCollective(ascend) : hostCollective(group, rank0);
   let weights: LlamaWeights | undefined;
   let model: TensorParallelModel | undefined;
   try {
-    weights = loadLlamaWeights(opts.dir, opts.backend, { ...opts.load, shard: planShard(config, 0, N) });
-    model = new TensorParallelModel(weights, opts.backend, m, group);
+    // With real HCCL this returns once every rank has joined (the workers join before loading their shard).
+    ascend?.initCommunicator(N, 0, rootInfo!);
+    weights = loadLlamaWeights(opts.dir, rank0, { ...opts.load, shard: planShard(config, 0, N) });
+    model = new TensorParallelModel(weights, rank0, m, group, collective);
     await Promise.all(ready);
   } catch (e) {
-    group.abort(e); // workers already waiting for a command stop; the others are terminated
-    await Promise.all(workers.map((w) => w.terminate()));
-    model?.dispose();
-    weights?.free();
+    group.abort(e); // workers already waiting for a command stop
+    if (ascend) {
+      // Device ranks release their device and communicator themselves (a terminated thread would not): rank 0 leaves
+      // the communicator, the workers finish loading, see the failed group and exit; terminate only the stuck.
+      attempt(() => collective.leave());
+      await stopWorkers();
+    } else {
+      await Promise.all(workers.map((w) => w.terminate()));
+    }
+    const [mm, ww] = [model, weights];
+    if (mm) attempt(() => mm.dispose());
+    if (ww) attempt(() => ww.free());
     throw e;
   }
   const tp = model;
@@ -303,9 +444,16 @@ export async function startTensorParallel(opts: TensorParallelOptions): Promise<
       if (closed) return;
       closed = true;
       tp.sendExit();
+      const failed = group.aborted;
+      if (failed) attempt(() => tp.leaveCommunicator());
       await stopWorkers();
-      tp.dispose();
-      w0.free();
+      if (failed) {
+        attempt(() => tp.dispose());
+        attempt(() => w0.free());
+      } else {
+        tp.dispose();
+        w0.free();
+      }
     },
   };
 }
