@@ -4,8 +4,9 @@
 // context (prefill and decode tokens/s, KV bytes, peak RSS, int8/float), then host paged attention alone at the kernel
 // level. Measures the BUILT app and runtime; it does not tune anything.
 //
-// Usage: node tools/bench/kvcache/bench.mjs [--quick] [--threads 2] [--repeat 3] [--tokens 64] [--long_len 1024] [--wait_quiet 15]
+// Usage: node tools/bench/kvcache/bench.mjs [--quick] [--attention_only] [--threads 2] [--repeat 3] [--tokens 64] [--long_len 1024] [--wait_quiet 15]
 //   --quick: smoke check on the small built-in-shaped model (8 layers, hidden 256), short runs, one repeat.
+//   --attention_only: only the kernel-level part (host paged attention; needs only the built runtime, ~1 minute).
 //   --wait_quiet S: before each measurement wait up to S seconds for other processes to use < QUIET_CORES (0 = never).
 // Env:   BENCH_DIR (default /tmp/w8a16-bench): the generated checkpoints (shared with tools/bench/decode and convert), the
 //        C8 conversion and its calibration file (cached, re-made when the source or the flags change), kvcache-last-run.json.
@@ -52,8 +53,8 @@ const KERNEL_TIMING = { full: { rounds: 6, seconds: 0.2 }, quick: { rounds: 3, s
 const ATTN = { layers: 16, nHeads: 32, nKvHeads: 8, headDim: 64, blockSize: 128 };
 
 function parseArgs(argv) {
-  const opts = { quick: false, threads: 2, repeat: undefined, tokens: undefined, longLen: undefined, waitQuiet: undefined };
-  const usage = 'usage: bench.mjs [--quick] [--threads 2] [--repeat 3] [--tokens 64] [--long_len 1024] [--wait_quiet 15]';
+  const opts = { quick: false, attentionOnly: false, threads: 2, repeat: undefined, tokens: undefined, longLen: undefined, waitQuiet: undefined };
+  const usage = 'usage: bench.mjs [--quick] [--attention_only] [--threads 2] [--repeat 3] [--tokens 64] [--long_len 1024] [--wait_quiet 15]';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -61,6 +62,7 @@ function parseArgs(argv) {
       return Number(argv[++i]);
     };
     if (a === '--quick') opts.quick = true;
+    else if (a === '--attention_only') opts.attentionOnly = true;
     else if (a === '--threads') opts.threads = next();
     else if (a === '--repeat') opts.repeat = next();
     else if (a === '--tokens') opts.tokens = next();
@@ -314,8 +316,56 @@ function mdTable(header, rows) {
   return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
+/** The kernel-level table (ms per case, f16 and int8 over f32). */
+function printKernelTable(kernel, opts) {
+  const attn = kernel.rows;
+  const kt = opts.quick ? KERNEL_TIMING.quick : KERNEL_TIMING.full;
+  console.log(
+    `\nkernel level: host paged attention (${kernel.isa}, ${opts.threads} thread(s)), LLaMA-3.2-1B shapes (${ATTN.layers} layers, ${ATTN.nHeads} heads, ${ATTN.nKvHeads} KV heads,` +
+      ` headDim ${ATTN.headDim}, block ${ATTN.blockSize}); best of ${kt.rounds} interleaved rounds of ${kt.seconds} s; others ${fmt(100 * (kernel.others ?? NaN), 0)}% of a core meanwhile`,
+  );
+  const kHeader = ['case', 'context', 'f32 ms', 'f16 ms', 'int8 ms', 'f16 / f32', 'int8 / f32'];
+  const kRows = [];
+  for (const what of ['decode', 'prefill']) {
+    for (const L of [...new Set(attn.filter((a) => a.what === what).map((a) => a.L))]) {
+      const ms = (d) => attn.find((a) => a.what === what && a.L === L && a.dtype === d).ms;
+      kRows.push([
+        what === 'decode' ? `decode step, ${ATTN.layers} layers` : `causal prefill, 1 layer, ${L} rows`,
+        String(L), fmt(ms('f32'), 3), fmt(ms('f16'), 3), fmt(ms('int8'), 3), `${fmt(ms('f16') / ms('f32'), 3)}x`, `${fmt(ms('int8') / ms('f32'), 3)}x`,
+      ]);
+    }
+  }
+  console.log(mdTable(kHeader, kRows));
+  console.log('ratios > 1 mean slower than the f32 cache. The host float cache is f32 (the host computes in f32); the NPU would use f16.');
+}
+
+/** --attention_only: the kernel level alone, with the machine load around it (no app, no checkpoint). */
+async function attentionOnly(opts) {
+  if (!existsSync(RUNTIME_MODULE)) throw new Error(`build the runtime first: ${RUNTIME_MODULE} not found (cd ${REPO}/packages/ascend-runtime && npx tsup)`);
+  const started = new Date();
+  const loadStart = load();
+  console.log(`machine: ${machine()}`);
+  console.log(`started ${started.toISOString()}, load average ${loadStart}`);
+  const kernel = await kernelLevel(opts);
+  const loadEnd = load();
+  printKernelTable(kernel, opts);
+  const ended = new Date();
+  console.log(`\nended ${ended.toISOString()} (${fmt((ended - started) / 60000, 1)} min); load average at start ${loadStart}, at end ${loadEnd}`);
+  const why = [
+    ...(Number(loadStart.split(' ')[0]) > LOAD_WARN ? [`1-min load average ${loadStart.split(' ')[0]} > ${LOAD_WARN} at start`] : []),
+    ...(kernel.others >= QUIET_CORES ? [`other processes used ${fmt(100 * kernel.others, 0)}% of a core while measuring`] : []),
+  ];
+  if (why.length > 0) console.log(`WARNING: ${why.join('; ')}: figures taken under load are low and noisy; rerun on a quiet machine.`);
+  mkdirSync(BENCH_DIR, { recursive: true });
+  writeFileSync(
+    join(BENCH_DIR, `kvcache-attention-last-run${opts.quick ? '-quick' : ''}.json`),
+    JSON.stringify({ machine: machine(), opts, started, ended, loadStart, loadEnd, kernel }, null, 2),
+  );
+}
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  if (opts.attentionOnly) return attentionOnly(opts);
   for (const f of [CLI, APP_MODULE, RUNTIME_MODULE]) {
     if (!existsSync(f)) throw new Error(`build the app first: ${f} not found (cd ${REPO} && NX_DAEMON=false npx nx run-many -t build)`);
   }
@@ -373,7 +423,6 @@ async function main() {
 
   log('kernel level: host paged attention ...');
   const kernel = await kernelLevel(opts);
-  const attn = kernel.rows;
   const loadEnd = load();
   loadSamples.push(os.loadavg()[0]);
 
@@ -422,25 +471,7 @@ async function main() {
     );
   }
 
-  // --- kernel-level table ---
-  const kt = opts.quick ? KERNEL_TIMING.quick : KERNEL_TIMING.full;
-  console.log(
-    `\nkernel level: host paged attention (${kernel.isa}, ${opts.threads} thread(s)), LLaMA-3.2-1B shapes (${ATTN.layers} layers, ${ATTN.nHeads} heads, ${ATTN.nKvHeads} KV heads,` +
-      ` headDim ${ATTN.headDim}, block ${ATTN.blockSize}); best of ${kt.rounds} interleaved rounds of ${kt.seconds} s; others ${fmt(100 * (kernel.others ?? NaN), 0)}% of a core meanwhile`,
-  );
-  const kHeader = ['case', 'context', 'f32 ms', 'f16 ms', 'int8 ms', 'f16 / f32', 'int8 / f32'];
-  const kRows = [];
-  for (const what of ['decode', 'prefill']) {
-    for (const L of [...new Set(attn.filter((a) => a.what === what).map((a) => a.L))]) {
-      const ms = (d) => attn.find((a) => a.what === what && a.L === L && a.dtype === d).ms;
-      kRows.push([
-        what === 'decode' ? `decode step, ${ATTN.layers} layers` : `causal prefill, 1 layer, ${L} rows`,
-        String(L), fmt(ms('f32'), 3), fmt(ms('f16'), 3), fmt(ms('int8'), 3), `${fmt(ms('f16') / ms('f32'), 3)}x`, `${fmt(ms('int8') / ms('f32'), 3)}x`,
-      ]);
-    }
-  }
-  console.log(mdTable(kHeader, kRows));
-  console.log('ratios > 1 mean slower than the f32 cache. The host float cache is f32 (the host computes in f32); the NPU would use f16.');
+  printKernelTable(kernel, opts);
 
   const allRuns = Object.values(runs).flat();
   const busyRuns = allRuns.filter((r) => r.others >= QUIET_CORES);

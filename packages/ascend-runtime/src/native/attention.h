@@ -26,11 +26,11 @@ typedef struct {
 } attn_job;
 
 typedef struct {
-  float *scores, *qs, *row, *bias;
+  float *scores, *qs, *bias;
   size_t scores_cap, vec_cap;
 } attn_scratch;
 
-/* room for one item: scores [max_len, nHeads], q rows and a converted cache row */
+/* room for one item: scores [max_len, nHeads], the (pre-scaled) q rows and their int8 constant terms */
 int attn_scratch_reserve(attn_scratch *sc, int n_heads, int head_dim, int n_kv_heads, int max_len);
 /* one work item (claimed one at a time by the pool's threads, so uneven prefill rows balance themselves) */
 void attention_item(const attn_job *jb, attn_scratch *sc, int item);
