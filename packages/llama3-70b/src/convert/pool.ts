@@ -37,6 +37,12 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/**
+ * Units a worker holds at once: one being computed while the previous one's output is written (the worker writes
+ * in the background, see UnitRunner.runAsync). `idle` holds a worker once per free slot.
+ */
+export const UNITS_PER_WORKER = 2;
+
 class WorkerExecutor implements UnitExecutor {
   readonly mode = 'workers' as const;
   private readonly workers: Worker[] = [];
@@ -76,8 +82,9 @@ class WorkerExecutor implements UnitExecutor {
         if (code !== 0 && !this.failed) this.fail(new Error(`conversion worker exited with status ${code}`));
       });
       this.workers.push(w);
-      this.idle.push(w);
     }
+    // Slots interleaved (w0, w1, ..., w0, w1, ...) and taken first-free-first, so units spread over the workers.
+    for (let k = 0; k < UNITS_PER_WORKER; k++) this.idle.push(...this.workers);
   }
 
   private fail(err: Error): void {
@@ -88,7 +95,7 @@ class WorkerExecutor implements UnitExecutor {
 
   private pump(): void {
     while (this.idle.length > 0 && this.urgent.length + this.queue.length > 0) {
-      const w = this.idle.pop() as Worker;
+      const w = this.idle.shift() as Worker;
       const job = (this.urgent.shift() ?? this.queue.shift()) as { id: number; unit: Unit };
       w.postMessage(job);
     }

@@ -69,7 +69,7 @@ describe('applySmoothing (float32)', () => {
 describe('UnitRunner output writes (O_DIRECT for whole pages, the page cache around them)', () => {
   // Units of odd sizes at odd offsets, run out of order, two runners on one file (as two workers are): every byte
   // must land where the plan says, whichever way each range was written.
-  it('writes every unit byte-exactly at its offset, with neighbours sharing pages', () => {
+  it('writes every unit byte-exactly at its offset, with neighbours sharing pages (sync and background writes)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'w8a16-units-'));
     try {
       const rows = 211;
@@ -91,7 +91,11 @@ describe('UnitRunner output writes (O_DIRECT for whole pages, the page cache aro
         units.push({ kind: 'copy', tensor: 't', srcPath: src, srcOffset: srcBase + r * rowBytes, srcDType: 'F16', rowStart: r, rowCount, cols, dstPath: dst, dstOffset: dstBase + r * rowBytes, dstDType: 'F16' });
       }
       const runners = [new UnitRunner(), new UnitRunner()];
-      [4, 1, 5, 0, 3, 2].forEach((i, k) => runners[k % 2].run(units[i]));
+      // Runner 0 as a worker runs it: runAsync, its writes still in flight while it prepares the next unit (so two
+      // output buffers are in use at once); runner 1 synchronously, as the inline executor.
+      const inFlight: Promise<unknown>[] = [];
+      [4, 1, 5, 0, 3, 2].forEach((i, k) => (k % 2 === 0 ? inFlight.push(runners[0].runAsync(units[i])) : runners[1].run(units[i])));
+      await Promise.all(inFlight);
       runners.forEach((r) => r.close());
       const out = readFileSync(dst);
       expect(out.subarray(0, dstBase).every((b) => b === 0xee)).toBe(true);

@@ -2,7 +2,7 @@
 // output bytes and written at their place in the output file (smoothed first when m3 asks for it), or the m3 grid
 // losses of those rows (calibration). Runs the same in a worker thread or inline.
 
-import { closeSync, constants as fsConstants, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, readSync, write, writeSync } from 'node:fs';
 import { AntiOutlierError, M3_N_GRID, searchM3Scales } from '@w8a16/anti-outlier';
 import { loadHostAddon } from '@w8a16/ascend-runtime';
 import {
@@ -115,13 +115,27 @@ export interface UnitResult {
 const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2 };
 const NATIVE_COMPUTE: Record<FloatDType, ComputeDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
 
+/** A prepared unit's output: its bytes (a view of `buf`, an output buffer) and where they go. */
+interface PendingOutput {
+  readonly u: QuantizeUnit | CopyUnit;
+  readonly bytes: Uint8Array;
+  readonly buf: Uint8Array;
+}
+
 /** Reusable buffers and open file descriptors of one thread. */
 export class UnitRunner {
   private readonly fds = new Map<string, number>();
   private src = new Uint8Array(0);
   private f32 = new Float32Array(0);
-  /** Output bytes, page-aligned: a unit's bytes start at its file offset modulo DIRECT_PAGE (see outBytes). */
-  private out: Uint8Array = new Uint8Array(0);
+  /**
+   * Output buffers, page-aligned (a unit's bytes start at its file offset modulo DIRECT_PAGE, see outBytes): the
+   * one the unit being prepared writes into, and the free ones. runAsync keeps a buffer until its write is done,
+   * so a worker prepares the next unit while the previous one is being written.
+   */
+  private outCurrent: Uint8Array | undefined;
+  private readonly outFree: Uint8Array[] = [];
+  /** The output of the unit just prepared (prepare sets it; run / runAsync write it). */
+  private pending: PendingOutput | undefined;
   /** Cleared when O_DIRECT fails once (file system without it, unaligned memory): page cache from then on. */
   private direct = O_DIRECT !== undefined;
   private directBytes = 0;
@@ -166,8 +180,10 @@ export class UnitRunner {
   /** `n` bytes of the output buffer placed so that their address is congruent to the unit's file offset (mod a page). */
   private outBytes(u: UnitBase, n: number): Uint8Array {
     const lead = u.dstOffset % DIRECT_PAGE;
-    if (this.out.length < lead + n) this.out = pageAlignedBytes(lead + n);
-    return this.out.subarray(lead, lead + n);
+    let buf = this.outCurrent ?? this.outFree.pop();
+    if (!buf || buf.length < lead + n) buf = pageAlignedBytes(lead + n);
+    this.outCurrent = buf;
+    return buf.subarray(lead, lead + n);
   }
 
   private decode(u: SourceRows, bytes: Uint8Array): Float32Array {
@@ -178,25 +194,55 @@ export class UnitRunner {
     return w;
   }
 
-  /** Writes a unit's bytes at its file offset: whole pages directly when `bytes` came from outBytes, the rest cached. */
+  /** Records a unit's output for run / runAsync to write (the bytes must come from outBytes). */
   private writeOut(u: QuantizeUnit | CopyUnit, bytes: Uint8Array): void {
+    if (!this.outCurrent || bytes.buffer !== this.outCurrent.buffer) throw new CliError('E_INTERNAL', `unit output of ${u.tensor} is not in an output buffer`);
+    this.pending = { u, bytes, buf: this.outCurrent };
+  }
+
+  /**
+   * The file ranges of a unit's bytes: whole pages go directly when possible, the partial pages at both ends (shared
+   * with the neighbouring units) through the page cache.
+   */
+  private writePlan(u: UnitBase, bytes: Uint8Array): { fd: number; bytes: Uint8Array; position: number; direct: boolean }[] {
     const start = u.dstOffset;
     const end = start + bytes.length;
     const a = Math.ceil(start / DIRECT_PAGE) * DIRECT_PAGE;
     const b = Math.floor(end / DIRECT_PAGE) * DIRECT_PAGE;
-    if (this.direct && b - a >= DIRECT_MIN_BYTES && bytes.buffer === this.out.buffer && bytes.byteOffset === start % DIRECT_PAGE) {
+    if (this.direct && b - a >= DIRECT_MIN_BYTES && bytes.byteOffset === start % DIRECT_PAGE) {
+      return [
+        { fd: this.fd(u.dstPath, 'direct'), bytes: bytes.subarray(a - start, b - start), position: a, direct: true },
+        { fd: this.fd(u.dstPath, 'r+'), bytes: bytes.subarray(0, a - start), position: start, direct: false },
+        { fd: this.fd(u.dstPath, 'r+'), bytes: bytes.subarray(b - start), position: b, direct: false },
+      ];
+    }
+    return [{ fd: this.fd(u.dstPath, 'r+'), bytes, position: start, direct: false }];
+  }
+
+  private writeSyncAll(u: UnitBase, bytes: Uint8Array): void {
+    for (const r of this.writePlan(u, bytes)) {
       try {
-        this.pwriteAll(this.fd(u.dstPath, 'direct'), bytes.subarray(a - start, b - start), a);
-        this.directBytes += b - a;
-        this.pwriteAll(this.fd(u.dstPath, 'r+'), bytes.subarray(0, a - start), start);
-        this.pwriteAll(this.fd(u.dstPath, 'r+'), bytes.subarray(b - start), b);
-        return;
+        this.pwriteAll(r.fd, r.bytes, r.position);
+        if (r.direct) this.directBytes += r.bytes.length;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-        this.direct = false; // no O_DIRECT here: write everything through the page cache (below)
+        if (!r.direct || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        this.direct = false; // no O_DIRECT here: this range and all later ones go through the page cache
+        this.pwriteAll(this.fd(u.dstPath, 'r+'), r.bytes, r.position);
       }
     }
-    this.pwriteAll(this.fd(u.dstPath, 'r+'), bytes, start);
+  }
+
+  private async writeAsyncAll(u: UnitBase, bytes: Uint8Array): Promise<void> {
+    for (const r of this.writePlan(u, bytes)) {
+      try {
+        await pwriteAllAsync(r.fd, r.bytes, r.position);
+        if (r.direct) this.directBytes += r.bytes.length;
+      } catch (err) {
+        if (!r.direct || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        this.direct = false;
+        await pwriteAllAsync(this.fd(u.dstPath, 'r+'), r.bytes, r.position);
+      }
+    }
   }
 
   private pwriteAll(fd: number, bytes: Uint8Array, position: number): void {
@@ -204,7 +250,61 @@ export class UnitRunner {
     while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
   }
 
+  /** Runs a unit and writes its output before returning. */
   run(u: Unit): UnitResult {
+    const { result, out } = this.prepareOwned(u);
+    if (out) {
+      try {
+        this.writeSyncAll(out.u, out.bytes);
+      } finally {
+        this.outFree.push(out.buf);
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Runs a unit's reading and computing now and its output write in the background (libuv's thread pool): the
+   * promise settles when the bytes are in the file. The caller may start the next unit meanwhile.
+   */
+  runAsync(u: Unit): Promise<UnitResult> {
+    let prepared: ReturnType<UnitRunner['prepareOwned']>;
+    try {
+      prepared = this.prepareOwned(u);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const { result, out } = prepared;
+    if (!out) return Promise.resolve(result);
+    return this.writeAsyncAll(out.u, out.bytes)
+      .finally(() => this.outFree.push(out.buf))
+      .then(() => result);
+  }
+
+  /** prepare(u), handing the unit's output buffer to the caller (or back to the free list when it wrote nothing). */
+  private prepareOwned(u: Unit): { result: UnitResult; out?: PendingOutput } {
+    this.pending = undefined;
+    let out: PendingOutput | undefined;
+    try {
+      const result = this.prepare(u);
+      out = this.takePending();
+      return out ? { result, out } : { result };
+    } finally {
+      // A unit that failed, or wrote nothing, gives its buffer back at once.
+      if (this.outCurrent && out?.buf !== this.outCurrent) this.outFree.push(this.outCurrent);
+      this.outCurrent = undefined;
+      this.pending = undefined;
+    }
+  }
+
+  private takePending(): PendingOutput | undefined {
+    const p = this.pending;
+    this.pending = undefined;
+    return p;
+  }
+
+  /** Reads and computes a unit; its output (if any) is left in `pending` for run / runAsync to write. */
+  private prepare(u: Unit): UnitResult {
     // A plain copy is written as read: read it straight into the (page-aligned) output buffer.
     const plainCopy = u.kind === 'copy' && !u.smooth && u.dstDType === u.srcDType;
     const raw = this.readSource(u, plainCopy ? this.outBytes(u, u.rowCount * u.cols * BYTES[u.srcDType]) : undefined);
@@ -312,6 +412,17 @@ function loadM3Native(): ((input: M3GridInput) => Float64Array | null) | null {
   } catch {
     return null;
   }
+}
+
+/** pwrite of all of `bytes` at `position`, on libuv's thread pool. */
+function pwriteAllAsync(fd: number, bytes: Uint8Array, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      if (done >= bytes.length) return resolve();
+      write(fd, bytes, done, bytes.length - done, position + done, (err, n) => (err ? reject(err) : step(done + n)));
+    };
+    step(0);
+  });
 }
 
 /** Applies a unit's m3 smoothing in place to rows rowStart.. of a tensor with `cols` columns (see UnitSmoothing). */
