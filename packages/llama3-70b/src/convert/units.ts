@@ -2,7 +2,7 @@
 // output bytes and written at their place in the output file (smoothed first when m3 asks for it), or the m3 grid
 // losses of those rows (calibration). Runs the same in a worker thread or inline.
 
-import { closeSync, constants as fsConstants, openSync, readSync, write, writeSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, read, readSync, write, writeSync } from 'node:fs';
 import { AntiOutlierError, M3_N_GRID, searchM3Scales } from '@w8a16/anti-outlier';
 import { loadHostAddon } from '@w8a16/ascend-runtime';
 import {
@@ -134,6 +134,8 @@ export class UnitRunner {
    */
   private outCurrent: Uint8Array | undefined;
   private readonly outFree: Uint8Array[] = [];
+  /** Source buffers of runAsync's units (each unit in flight reads into its own). */
+  private readonly srcFree: Uint8Array[] = [];
   /** The output of the unit just prepared (prepare sets it; run / runAsync write it). */
   private pending: PendingOutput | undefined;
   /** Cleared when O_DIRECT fails once (file system without it, unaligned memory): page cache from then on. */
@@ -268,25 +270,73 @@ export class UnitRunner {
    * promise settles when the bytes are in the file. The caller may start the next unit meanwhile.
    */
   runAsync(u: Unit): Promise<UnitResult> {
-    let prepared: ReturnType<UnitRunner['prepareOwned']>;
-    try {
-      prepared = this.prepareOwned(u);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    const { result, out } = prepared;
-    if (!out) return Promise.resolve(result);
-    return this.writeAsyncAll(out.u, out.bytes)
-      .finally(() => this.outFree.push(out.buf))
-      .then(() => result);
+    return this.runAsyncInner(u);
   }
 
-  /** prepare(u), handing the unit's output buffer to the caller (or back to the free list when it wrote nothing). */
-  private prepareOwned(u: Unit): { result: UnitResult; out?: PendingOutput } {
+  private async runAsyncInner(u: Unit): Promise<UnitResult> {
+    // The read goes to libuv's pool too, into buffers of this unit's own, so a worker holding two units reads one
+    // while it computes the other (a cold checkpoint is read from disk at its own pace meanwhile).
+    const n = u.rowCount * u.cols * BYTES[u.srcDType];
+    let outBuf: Uint8Array | undefined;
+    let srcBuf: Uint8Array | undefined;
+    let raw: Uint8Array;
+    if (isPlainCopy(u)) {
+      const lead = u.dstOffset % DIRECT_PAGE;
+      outBuf = this.takeBuffer(this.outFree, lead + n, pageAlignedBytes);
+      raw = outBuf.subarray(lead, lead + n);
+    } else {
+      srcBuf = this.takeBuffer(this.srcFree, n, (k) => new Uint8Array(k));
+      raw = srcBuf.subarray(0, n);
+    }
+    let prepared: { result: UnitResult; out?: PendingOutput };
+    try {
+      await this.readSourceAsync(u, raw);
+      prepared = this.prepareOwned(u, raw, outBuf);
+      outBuf = undefined; // prepareOwned owns it now (it is in `prepared.out` or back on the free list)
+    } finally {
+      if (srcBuf) this.srcFree.push(srcBuf);
+      if (outBuf) this.outFree.push(outBuf);
+    }
+    const { result, out } = prepared;
+    if (!out) return result;
+    try {
+      await this.writeAsyncAll(out.u, out.bytes);
+    } finally {
+      this.outFree.push(out.buf);
+    }
+    return result;
+  }
+
+  /** A free buffer of at least `n` bytes from `free`, or a new one from `make`. */
+  private takeBuffer(free: Uint8Array[], n: number, make: (n: number) => Uint8Array): Uint8Array {
+    const i = free.findIndex((b) => b.length >= n);
+    if (i >= 0) return free.splice(i, 1)[0];
+    free.pop(); // a smaller free buffer is dropped rather than kept beside the new one
+    return make(n);
+  }
+
+  private async readSourceAsync(u: SourceRows, into: Uint8Array): Promise<void> {
+    const fd = this.fd(u.srcPath, 'r');
+    let done = 0;
+    while (done < into.length) {
+      const got = await preadAsync(fd, into, done, into.length - done, u.srcOffset + done);
+      if (got === 0) {
+        throw new CliError('E_TRUNCATED', `${u.srcPath}: tensor '${u.tensor}' ends early (wanted ${into.length} bytes at ${u.srcOffset})`);
+      }
+      done += got;
+    }
+  }
+
+  /**
+   * prepare(u), handing the unit's output buffer to the caller (or back to the free list when it wrote nothing).
+   * `raw` / `outBuf`: the unit's source bytes already read (into `outBuf`, for a plain copy).
+   */
+  private prepareOwned(u: Unit, raw?: Uint8Array, outBuf?: Uint8Array): { result: UnitResult; out?: PendingOutput } {
     this.pending = undefined;
+    this.outCurrent = outBuf;
     let out: PendingOutput | undefined;
     try {
-      const result = this.prepare(u);
+      const result = this.prepare(u, raw);
       out = this.takePending();
       return out ? { result, out } : { result };
     } finally {
@@ -303,11 +353,14 @@ export class UnitRunner {
     return p;
   }
 
-  /** Reads and computes a unit; its output (if any) is left in `pending` for run / runAsync to write. */
-  private prepare(u: Unit): UnitResult {
-    // A plain copy is written as read: read it straight into the (page-aligned) output buffer.
-    const plainCopy = u.kind === 'copy' && !u.smooth && u.dstDType === u.srcDType;
-    const raw = this.readSource(u, plainCopy ? this.outBytes(u, u.rowCount * u.cols * BYTES[u.srcDType]) : undefined);
+  /**
+   * Computes a unit from its source bytes (`raw`, else read now); its output (if any) is left in `pending` for run /
+   * runAsync to write. A plain copy is written as read: its bytes are read straight into the output buffer.
+   */
+  private prepare(u: Unit, raw0?: Uint8Array): UnitResult {
+    const srcN = u.rowCount * u.cols * BYTES[u.srcDType];
+    const into = isPlainCopy(u) ? this.outBytes(u, srcN) : undefined;
+    const raw = raw0 ? (into ?? raw0) : this.readSource(u, into);
     if (u.kind === 'copy') return this.copy(u, raw);
     if (u.kind === 'quantize' && !u.smooth) return this.quantizeFused(u, raw);
     const w = this.decode(u, raw);
@@ -412,6 +465,16 @@ function loadM3Native(): ((input: M3GridInput) => Float64Array | null) | null {
   } catch {
     return null;
   }
+}
+
+/** A copy whose bytes are written exactly as read (no smoothing, same dtype). */
+function isPlainCopy(u: Unit): u is CopyUnit {
+  return u.kind === 'copy' && !u.smooth && u.dstDType === u.srcDType;
+}
+
+/** One pread on libuv's thread pool. */
+function preadAsync(fd: number, buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 /** pwrite of all of `bytes` at `position`, on libuv's thread pool. */
