@@ -109,6 +109,40 @@ describe('UnitRunner output writes (O_DIRECT for whole pages, the page cache aro
   });
 });
 
+describe('UnitRunner.runAsync after a failed unit', () => {
+  // A failing unit must give its buffers back exactly once: were one listed free twice, the next two units in flight
+  // would share it and write each other's bytes.
+  it('rejects with the located error, then still writes concurrent units byte-exactly', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'w8a16-units-'));
+    try {
+      const cols = 4099;
+      const rowBytes = cols * 2;
+      const rows = 40;
+      let seed = 11;
+      const payload = Uint8Array.from({ length: rows * rowBytes }, () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
+      for (let i = 1; i < payload.length; i += 2) payload[i] &= 0x3b; // finite F16 values
+      const bad = payload.slice(0, 24 * rowBytes); // larger than each later unit, so its buffer is reused
+      bad[3 * rowBytes + 7] = 0x7c; // row 3, column 3: high byte of an F16 Inf
+      bad[3 * rowBytes + 6] = 0x00;
+      const src = join(dir, 'src.bin');
+      const dst = join(dir, 'dst.bin');
+      writeFileSync(src, Buffer.concat([Buffer.from(bad), Buffer.from(payload)]));
+      writeFileSync(dst, Buffer.alloc(payload.length + 100, 0));
+      const unit = (srcOffset: number, rowStart: number, rowCount: number, dstOffset: number): CopyUnit => ({
+        kind: 'copy', tensor: 't', srcPath: src, srcOffset, srcDType: 'F16', rowStart, rowCount, cols, dstPath: dst, dstOffset, dstDType: 'F16',
+      });
+      const runner = new UnitRunner();
+      await expect(runner.runAsync(unit(0, 0, 24, 0))).rejects.toMatchObject({ code: 'E_NONFINITE_WEIGHT', message: expect.stringContaining('row 3, column 3') });
+      const half = rows / 2;
+      await Promise.all([runner.runAsync(unit(bad.length, 0, half, 50)), runner.runAsync(unit(bad.length + half * rowBytes, half, half, 50 + half * rowBytes))]);
+      runner.close();
+      expect(Buffer.compare(readFileSync(dst).subarray(50, 50 + payload.length), Buffer.from(payload))).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 function directWorks(dir: string): boolean {
   const O_DIRECT = (fsConstants as Record<string, number | undefined>).O_DIRECT;
   if (O_DIRECT === undefined) return false;

@@ -291,8 +291,9 @@ export class UnitRunner {
     let prepared: { result: UnitResult; out?: PendingOutput };
     try {
       await this.readSourceAsync(u, raw);
-      prepared = this.prepareOwned(u, raw, outBuf);
-      outBuf = undefined; // prepareOwned owns it now (it is in `prepared.out` or back on the free list)
+      const owned = outBuf;
+      outBuf = undefined; // prepareOwned owns it from here: in `prepared.out`, or back on the free list if it fails
+      prepared = this.prepareOwned(u, raw, owned);
     } finally {
       if (srcBuf) this.srcFree.push(srcBuf);
       if (outBuf) this.outFree.push(outBuf);
