@@ -17,6 +17,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { machine } from '../common.mjs';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const CLI = resolve(process.env.BENCH_CLI || join(REPO, 'packages/llama3-70b/bin/llama3-70b.js'));
@@ -126,11 +127,6 @@ function timed(cmd, args) {
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status}:\n${r.stderr}`);
   const peakKiB = HAS_TIME ? Number(readFileSync(timeFile, 'utf8').trim().split('\n').pop()) : undefined;
   return { wall, peakBytes: peakKiB === undefined ? undefined : peakKiB * 1024, stdout: r.stdout, stderr: r.stderr };
-}
-
-function machine() {
-  const cpus = os.cpus();
-  return `${cpus[0]?.model ?? '?'} x${cpus.length}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM, ${os.type()} ${os.release()}, Node ${process.version}`;
 }
 
 /** The seeded calibration file of case 1b-seed: one line of SEED_CALIB_TOKENS input_ids (BOS first). */

@@ -15,6 +15,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { machine, machineCpu, waitQuiet } from '../common.mjs';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const CLI = resolve(process.env.BENCH_CLI || join(REPO, 'packages/llama3-70b/bin/llama3-70b.js'));
@@ -33,8 +34,6 @@ const LOAD_WARN = 0.5;
  * 2-thread decode several percent.
  */
 const QUIET_CORES = 0.25;
-/** Clock ticks per second of /proc/stat (USER_HZ; 100 on every Linux this runs on). */
-const USER_HZ = 100;
 /** Bandwidth probe: a buffer far larger than the caches (L3 is 32 MiB on this kind of machine). */
 const PROBE_BYTES = { full: 1024 ** 3, quick: 256 * 1024 ** 2 };
 /** Probe timing: best of ROUNDS rounds of at least ROUND_SECONDS each (other processes only ever slow a round). */
@@ -95,11 +94,6 @@ const fmt = (x, d = 2) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFi
 const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
 const log = (s) => process.stderr.write(`${s}\n`);
 
-function machine() {
-  const cpus = os.cpus();
-  return `${cpus[0]?.model ?? '?'} x${cpus.length}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM, ${os.type()} ${os.release()}, Node ${process.version}`;
-}
-
 // --- safetensors headers: bytes of weights read per decoded token ------------------------------------------
 
 const DTYPE_BYTES = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -151,42 +145,6 @@ function bytesPerToken(dir) {
 }
 
 // --- other processes' CPU --------------------------------------------------------------------------------
-
-/** Busy and stolen CPU seconds of the whole machine so far (/proc/stat), or undefined off Linux. */
-function machineCpu() {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const [user, nice, system, , , irq, softirq, steal] = f;
-    return { busy: (user + nice + system + irq + softirq) / USER_HZ, steal: (steal ?? 0) / USER_HZ };
-  } catch {
-    return undefined;
-  }
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Cores busy over the next `ms` while this process sleeps (so: other processes), and cores stolen by the host. */
-async function sampleOthers(ms = 1000) {
-  const a = machineCpu();
-  const t0 = performance.now();
-  await sleep(ms);
-  const b = machineCpu();
-  const s = (performance.now() - t0) / 1000;
-  return a && b ? { cores: (b.busy - a.busy) / s, steal: (b.steal - a.steal) / s } : undefined;
-}
-
-/** Waits (up to maxSeconds) until other processes use fewer than QUIET_CORES; returns seconds waited and the last sample. */
-async function waitQuiet(maxSeconds) {
-  if (maxSeconds <= 0) return { waited: 0, sample: undefined };
-  const t0 = performance.now();
-  let sample;
-  for (;;) {
-    sample = await sampleOthers(1000);
-    const waited = (performance.now() - t0) / 1000;
-    if (!sample || sample.cores < QUIET_CORES || waited >= maxSeconds) return { waited, sample };
-    await sleep(2000);
-  }
-}
 
 // --- read bandwidth --------------------------------------------------------------------------------------
 
@@ -337,7 +295,7 @@ async function main() {
   const probes = [];
   const probe = async (when) => {
     log(`measuring read bandwidth (${when}) ...`);
-    const gate = await waitQuiet(opts.waitQuiet);
+    const gate = await waitQuiet(opts.waitQuiet, QUIET_CORES);
     const timing = opts.quick ? PROBE_TIMING.quick : PROBE_TIMING.full;
     probes.push({ when, othersBefore: gate.sample?.cores, gbs: Object.fromEntries(opts.threads.map((t) => [t, prober.measure(t, timing)])) });
     loadSamples.push(os.loadavg()[0]);
@@ -349,7 +307,7 @@ async function main() {
     await probe(`before repeat ${rep + 1}`);
     for (const threads of opts.threads) {
       for (const c of checkpoints) {
-        const gate = await waitQuiet(opts.waitQuiet);
+        const gate = await waitQuiet(opts.waitQuiet, QUIET_CORES);
         const localBw = prober.measure(threads, LOCAL_PROBE_TIMING);
         const r = { ...runOnce(c.dir, threads, opts), waited: gate.waited, othersBefore: gate.sample?.cores, localBw };
         r.ofLocal = (c.bytes.total * r.decode.tokens_per_second) / 1e9 / localBw;

@@ -5,6 +5,7 @@
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { seeded } from '../common.mjs';
 
 const pkg = path.resolve(import.meta.dirname, '../../../packages/ascend-runtime');
 const { createHostBackend, loadHostAddon, NATIVE_ISA_NAMES } = await import(pathToFileURL(path.join(pkg, 'dist/index.js')).href).then(
@@ -46,11 +47,6 @@ function measure(cases) {
     });
   }
   return best;
-}
-
-function seeded(seed) {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
 }
 
 const addon = loadHostAddon();

@@ -17,6 +17,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { machine, machineCpu, seeded, waitQuiet } from '../common.mjs';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const CLI = resolve(process.env.BENCH_CLI || join(REPO, 'packages/llama3-70b/bin/llama3-70b.js'));
@@ -38,8 +39,6 @@ const CONVERT_MARKER = '.bench-kvcache-convert.json';
 const LOAD_WARN = 0.5;
 /** CPU (in cores) other processes may use while we measure; above it the run is flagged (and --wait_quiet waits). */
 const QUIET_CORES = 0.25;
-/** Clock ticks per second of /proc/stat (USER_HZ; 100 on every Linux this runs on). */
-const USER_HZ = 100;
 /** Short prompt (ids from LLaMA-3's vocabulary, BOS first): the decode context stays short, the weights dominate. */
 const SHORT_PROMPT = [128000, 791, 4062, 14198, 39935, 35308, 927, 279];
 /**
@@ -91,57 +90,10 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-function machine() {
-  const cpus = os.cpus();
-  return `${cpus[0]?.model ?? '?'} x${cpus.length}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM, ${os.type()} ${os.release()}, Node ${process.version}`;
-}
-
-function seeded(seed) {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
-
 /** `n` ids: BOS then seeded ids below `vocab` (the checkpoint is random, so only the length matters). */
 function seededIds(n, vocab, bos, seed) {
   const rnd = seeded(seed);
   return [bos, ...Array.from({ length: n - 1 }, () => Math.floor(rnd() * vocab))];
-}
-
-// --- other processes' CPU (as tools/bench/decode) --------------------------------------------------------
-
-/** Busy and stolen CPU seconds of the whole machine so far (/proc/stat), or undefined off Linux. */
-function machineCpu() {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const [user, nice, system, , , irq, softirq, steal] = f;
-    return { busy: (user + nice + system + irq + softirq) / USER_HZ, steal: (steal ?? 0) / USER_HZ };
-  } catch {
-    return undefined;
-  }
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function sampleOthers(ms = 1000) {
-  const a = machineCpu();
-  const t0 = performance.now();
-  await sleep(ms);
-  const b = machineCpu();
-  const s = (performance.now() - t0) / 1000;
-  return a && b ? { cores: (b.busy - a.busy) / s, steal: (b.steal - a.steal) / s } : undefined;
-}
-
-/** Waits (up to maxSeconds) until other processes use fewer than QUIET_CORES; returns seconds waited and the last sample. */
-async function waitQuiet(maxSeconds) {
-  if (maxSeconds <= 0) return { waited: 0, sample: undefined };
-  const t0 = performance.now();
-  let sample;
-  for (;;) {
-    sample = await sampleOthers(1000);
-    const waited = (performance.now() - t0) / 1000;
-    if (!sample || sample.cores < QUIET_CORES || waited >= maxSeconds) return { waited, sample };
-    await sleep(2000);
-  }
 }
 
 // --- the C8 conversion -----------------------------------------------------------------------------------
@@ -293,7 +245,7 @@ async function kernelLevel(opts) {
         }
       }
     }
-    await waitQuiet(opts.waitQuiet);
+    await waitQuiet(opts.waitQuiet, QUIET_CORES);
     const cpu0 = machineCpu();
     const own0 = process.cpuUsage();
     const t0 = performance.now();
@@ -402,13 +354,13 @@ async function main() {
   for (let rep = 0; rep < opts.repeat; rep++) {
     for (const ctx of contexts) {
       for (const cache of rep % 2 ? [...caches].reverse() : caches) {
-        let gate = await waitQuiet(opts.waitQuiet);
+        let gate = await waitQuiet(opts.waitQuiet, QUIET_CORES);
         let r = { ...runOnce(c8.dir, ctx.ids, cache, opts), waited: gate.waited };
         loadSamples.push(r.loadBefore);
         if (r.others >= QUIET_CORES && (performance.now() - t0) / 1000 < RETRY_BEFORE_SECONDS) {
           log(`  rep ${rep + 1} ${ctx.label} ${cache}: others used ${fmt(r.others)} cores, measuring again (decode ${fmt(r.decode.tokens_per_second, 2)} tok/s discarded)`);
           retried.push({ rep, context: ctx.key, cache, discarded: r });
-          gate = await waitQuiet(opts.waitQuiet);
+          gate = await waitQuiet(opts.waitQuiet, QUIET_CORES);
           r = { ...runOnce(c8.dir, ctx.ids, cache, opts), waited: gate.waited };
           loadSamples.push(r.loadBefore);
         }
