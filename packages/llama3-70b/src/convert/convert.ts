@@ -16,7 +16,7 @@ import {
   SafetensorsWriter,
   serializeDescription,
 } from '@w8a16/format';
-import type { ActDType, Backend } from '@w8a16/ascend-runtime';
+import type { Backend } from '@w8a16/ascend-runtime';
 import { emptyQuantErrorStats, meanSqnrDb, mergeQuantErrorStats, type FloatDType, type QuantErrorStats } from '@w8a16/quant-core';
 import { calibSamplesFromTexts, calibTokenizer, capCalibSamples, readCalibFile, type CalibSample, type CalibTokenizer } from '../calibrate/calib-data';
 import { startCalibration, type CalibrationProgress, type CalibrationResult, type CalibrationRun } from '../calibrate/collect';
@@ -81,14 +81,8 @@ export interface M3ChoiceSummary {
   readonly losses: number[];
 }
 
-export interface CalibrationSummary {
-  /** Where the forward pass ran (`host`, `ascend`) and in which activation dtype. */
-  readonly backend: string;
-  readonly activations: ActDType;
-  readonly samples: number;
-  readonly tokens: number;
-  readonly forwardSeconds: number;
-  readonly seconds: number;
+/** The calibration's counts and timings as collect reported them, with what it chose. */
+export interface CalibrationSummary extends Pick<CalibrationResult, 'backend' | 'activations' | 'samples' | 'tokens' | 'forwardSeconds' | 'seconds'> {
   /** Every m3 group's chosen ratio, layer by layer (qkv then gateup). */
   readonly m3: M3ChoiceSummary[];
   /** Layers with C8 scales. */
