@@ -51,6 +51,12 @@ function measure(cases) {
 
 const addon = loadHostAddon();
 const isaName = NATIVE_ISA_NAMES[addon.bestIsa()];
+/** The host backends every section compares: the JS kernels, and the native ones at 1 and 2 threads. */
+const VARIANTS = [
+  { label: 'js', opts: { kernels: 'js' }, threads: 1 },
+  { label: `native-${isaName}`, opts: { kernels: 'native', threads: 1 }, threads: 1 },
+  { label: `native-${isaName}`, opts: { kernels: 'native', threads: 2 }, threads: 2 },
+];
 const rows = [];
 const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
 
@@ -85,11 +91,7 @@ for (const [n, k, what] of SHAPES) {
   const f16s = Array.from({ length: Math.ceil(COLD_BYTES / (2 * n * k)) }, () => makeF16(n, k));
   const x1 = Float32Array.from({ length: k }, () => rnd() * 2 - 1);
   const x16 = Float32Array.from({ length: 16 * k }, () => rnd() * 2 - 1);
-  const variants = [
-    { label: 'js', opts: { kernels: 'js' }, threads: 1 },
-    { label: `native-${isaName}`, opts: { kernels: 'native', threads: 1 }, threads: 1 },
-    { label: `native-${isaName}`, opts: { kernels: 'native', threads: 2 }, threads: 2 },
-  ];
+  const variants = VARIANTS;
   const backends = variants.map((v) => createHostBackend(v.opts));
   const cases = [];
   for (const [kind, descs, bytesPerWeight] of [
@@ -139,11 +141,7 @@ for (const [n, k, what] of SHAPES) {
 const attn = [];
 {
   const [layers, nHeads, nKv, hd, blockSize] = [16, 32, 8, 64, 128];
-  const variants = [
-    { label: 'js', opts: { kernels: 'js' }, threads: 1 },
-    { label: `native-${isaName}`, opts: { kernels: 'native', threads: 1 }, threads: 1 },
-    { label: `native-${isaName}`, opts: { kernels: 'native', threads: 2 }, threads: 2 },
-  ];
+  const variants = VARIANTS;
   const backends = variants.map((v) => createHostBackend(v.opts));
   const cases = [];
   for (const dtype of ['f32', 'int8']) {
