@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { Checkpoint } from '@w8a16/format';
 import { decodeFloats, type FloatDType } from '@w8a16/quant-core';
 
@@ -150,4 +151,12 @@ export function tensorAsF32(t: LoadedTensor): Float32Array {
   const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
   decodeFloats(out, t.bytes, t.dtype as FloatDType);
   return out;
+}
+
+/** Largest |a[i] − b[i]| of two equally long float32 arrays (their lengths are asserted equal). */
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
 }

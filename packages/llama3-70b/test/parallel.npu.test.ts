@@ -13,7 +13,7 @@ import { LlamaModel, type LlamaModelOptions } from '../src/model/llama';
 import { loadLlamaWeights } from '../src/model/load';
 import { startTensorParallel } from '../src/parallel/runtime';
 import { buildWorkerForTests } from '../src/parallel/test-support';
-import { CLI, FIXTURES, REPO_ROOT } from './helpers';
+import { CLI, FIXTURES, REPO_ROOT, maxAbsDiff } from './helpers';
 
 const C8 = 'tiny-llama3-fp16/reference/w8a16-m3-c8'; // 8 heads, 2 KV heads (replicated at N = 4), int8 KV cache
 const STORIES = 'stories260K/reference/w8a16-rtn'; // 8 heads, 4 KV heads, f16 KV cache
@@ -85,13 +85,6 @@ async function ranks(dir: string, N: number): Promise<Outcome> {
   } finally {
     be.dispose();
   }
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 /** Per position, the gap between the best and second-best logit (how close a greedy choice is to flipping). */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { createHostBackend, type Backend } from '@w8a16/ascend-runtime';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURES, TINY_CONFIG, scratchDir, tinyTensors, writeTinyModel, type RawTensor } from '../../test/helpers';
+import { FIXTURES, TINY_CONFIG, maxAbsDiff, scratchDir, tinyTensors, writeTinyModel, type RawTensor } from '../../test/helpers';
 import { generate } from '../generate/generate';
 import { LlamaModel, type LlamaModelOptions } from '../model/llama';
 import { loadLlamaWeights } from '../model/load';
@@ -80,13 +80,6 @@ async function split(dir: string, N: number): Promise<Outcome & { run: TensorPar
     await run.close();
     be.dispose();
   }
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 describe.each(FIXTURE_CASES)('tensor parallel on %s', (fixture) => {
