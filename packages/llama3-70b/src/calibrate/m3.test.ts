@@ -5,13 +5,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { M3_LOSS_REF_REL_TOL_F32, searchM3Scales, sumSquaredProductsRef } from '@w8a16/anti-outlier';
-import { loadHostAddon } from '@w8a16/ascend-runtime';
+import { M3_LOSS_REF_REL_TOL_F32, searchM3Scales } from '@w8a16/anti-outlier';
 import { Checkpoint } from '@w8a16/format';
 import { decodeFloats, encodeFloats, type QuantScheme } from '@w8a16/quant-core';
 import { writeRawSafetensors } from '../../test/helpers';
 import { UnitRunner, type UnitResult } from '../convert/units';
-import { addonM3Kernel } from './m3-kernel';
 import { chooseM3, m3SearchUnits, type M3Group } from './m3';
 
 /** mulberry32: seeded uniform [0, 1). */
@@ -86,25 +84,5 @@ describe.each([
     } finally {
       runner.close();
     }
-  });
-});
-
-describe('m3 inner kernel on the host addon', () => {
-  const addon = loadHostAddon();
-  it.each([
-    { tokens: 10, rows: 16, channels: 48 },
-    { tokens: 5, rows: 3, channels: 37 },
-    { tokens: 64, rows: 16, channels: 2048 },
-  ])('equals sumSquaredProductsRef within M3_LOSS_REF_REL_TOL_F32 (tokens $tokens, rows $rows, C $channels)', ({ tokens, rows, channels }) => {
-    const r = rng(tokens * 1000 + channels);
-    const x = new Float32Array(tokens * channels).map(() => r() - 0.5);
-    // e is longer than rows·C: the kernel reads only that prefix, as the search's block buffer is used.
-    const e = new Float32Array((rows + 2) * channels).map(() => (r() - 0.5) * 1e-3);
-    const kernel = addonM3Kernel(addon);
-    const want = sumSquaredProductsRef(x, e, tokens, rows, channels);
-    const got = kernel(x, e, tokens, rows, channels);
-    expect(Math.abs(got / want - 1)).toBeLessThan(M3_LOSS_REF_REL_TOL_F32);
-    // Reuse (its output buffer is kept between calls) gives the same answer.
-    expect(kernel(x, e, tokens, rows, channels)).toBe(got);
   });
 });
